@@ -1,0 +1,60 @@
+"""gradlab's numerical core: numpy only (never click, yaml or matplotlib).
+
+Layers with hand-written backward passes, an MLP built from them, losses, clipping,
+optimizers, initializers and robust norms. Everything takes an explicit dtype and an
+explicit ``np.random.Generator``.
+"""
+
+from gradlab.engine.clip import (
+    ClipResult,
+    clip_by_global_norm,
+    clip_by_layer_norm,
+    clip_by_value,
+    clip_gradients,
+    global_norm,
+)
+from gradlab.engine.layers import (
+    ACTIVATIONS,
+    BatchNorm,
+    Identity,
+    LayerNorm,
+    Linear,
+    ReLU,
+    Sigmoid,
+    Tanh,
+    make_activation,
+)
+from gradlab.engine.losses import LOSSES, bce_with_logits, cross_entropy, get_loss, mse
+from gradlab.engine.model import MLP, HiddenBlock
+from gradlab.engine.norms import combine_norms, l2_norm
+from gradlab.engine.optim import SGD, Adam, make_optimizer
+
+__all__ = [
+    "ACTIVATIONS",
+    "LOSSES",
+    "MLP",
+    "SGD",
+    "Adam",
+    "BatchNorm",
+    "ClipResult",
+    "HiddenBlock",
+    "Identity",
+    "LayerNorm",
+    "Linear",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "bce_with_logits",
+    "clip_by_global_norm",
+    "clip_by_layer_norm",
+    "clip_by_value",
+    "clip_gradients",
+    "combine_norms",
+    "cross_entropy",
+    "get_loss",
+    "global_norm",
+    "l2_norm",
+    "make_activation",
+    "make_optimizer",
+    "mse",
+]

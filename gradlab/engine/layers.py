@@ -1,0 +1,366 @@
+"""Layers with hand-written backward passes.
+
+Every layer has ``forward(x, train)`` and ``backward(grad_out)``, learnable ``params`` and the
+matching ``grads`` (same keys, same shapes), and keeps everything else (caches, running
+statistics in ``buffers``) apart from the learnable parameters. Shapes are (batch, features).
+
+Performance contract: outputs and input gradients are written into buffers the layer owns
+and reuses (one per distinct shape), so a training step allocates almost nothing. The array
+a layer returns is therefore valid until that layer's next ``forward``/``backward``: copy it
+to keep it. ``backward`` never modifies its argument, and overwrites ``grads`` (no
+accumulation, nothing to zero).
+"""
+
+import numpy as np
+
+from gradlab.errors import GradlabError
+
+
+class Layer:
+    """Base class: parameter/gradient dicts and reusable output buffers."""
+
+    def __init__(self, dtype=np.float64):
+        self.dtype = np.dtype(dtype)
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self._scratch: dict[tuple, np.ndarray] = {}
+
+    def _buffer(self, name: str, shape: tuple, dtype=None) -> np.ndarray:
+        """A preallocated array for ``name`` at this shape (reused across steps)."""
+        key = (name, shape)
+        array = self._scratch.get(key)
+        if array is None:
+            array = np.empty(shape, dtype=self.dtype if dtype is None else dtype)
+            self._scratch[key] = array
+        return array
+
+    def _add_param(self, name: str, value: np.ndarray) -> None:
+        self.params[name] = np.ascontiguousarray(value, dtype=self.dtype)
+        self.grads[name] = np.zeros_like(self.params[name])
+
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Linear(Layer):
+    """Affine map h = x W + b.
+
+    Shapes: x (B, fan_in), W (fan_in, fan_out), b (fan_out,), h (B, fan_out). Backward gives
+    dL/dW = x^T g, dL/db = sum_batch g and dL/dx = g W^T, where g = dL/dh is kept as
+    ``delta`` (the per-layer quantity whose norm gradlab tracks). With ``needs_input_grad``
+    False (the first layer) dL/dx is not computed and backward returns None.
+    """
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, dtype=np.float64):
+        super().__init__(dtype)
+        self._add_param("weight", weight)
+        self._add_param("bias", bias)
+        self.needs_input_grad = True
+        self.delta: np.ndarray | None = None
+        self._input: np.ndarray | None = None
+
+    @property
+    def fan_in(self) -> int:
+        return self.params["weight"].shape[0]
+
+    @property
+    def fan_out(self) -> int:
+        return self.params["weight"].shape[1]
+
+    def forward(self, x, train=True):
+        self._input = x
+        out = self._buffer("out", (x.shape[0], self.fan_out))
+        np.matmul(x, self.params["weight"], out=out)
+        out += self.params["bias"]
+        return out
+
+    def backward(self, grad_out):
+        self.delta = grad_out
+        np.matmul(self._input.T, grad_out, out=self.grads["weight"])
+        np.sum(grad_out, axis=0, out=self.grads["bias"])
+        if not self.needs_input_grad:
+            return None
+        grad_in = self._buffer("grad_in", self._input.shape)
+        np.matmul(grad_out, self.params["weight"].T, out=grad_in)
+        return grad_in
+
+
+class Activation(Layer):
+    """An elementwise nonlinearity without parameters."""
+
+    name = "activation"
+
+    def __init__(self, dtype=np.float64):
+        super().__init__(dtype)
+        self.output: np.ndarray | None = None
+
+    def saturation(self) -> float:
+        """Fraction of saturated units in the last forward output (see subclasses)."""
+        return 0.0
+
+
+class _ExpSaturating(Activation):
+    """Shared numerics of sigmoid and tanh: e = exp(-k|z|), r = 1/(1 + e).
+
+    With these, sigmoid(z) = r (z >= 0) or e r (z < 0), sigmoid'(z) = e r^2 for k = 1, and
+    tanh'(z) = 4 e r^2 for k = 2. Nothing overflows (the exponent is never positive), and the
+    derivative keeps full relative precision deep in saturation (sigmoid'(-700) ~ 1e-304),
+    where s (1 - s) would round to exactly 0 and make vanishing gradients read 0.
+    """
+
+    _exponent_scale = 1.0
+    _derivative_scale = 1.0
+
+    def _exp_terms(self, z):
+        e = self._buffer("e", z.shape)
+        r = self._buffer("r", z.shape)
+        np.abs(z, out=e)
+        e *= -self._exponent_scale
+        np.exp(e, out=e)
+        np.add(e, 1.0, out=r)
+        np.reciprocal(r, out=r)
+        return e, r
+
+    def backward(self, grad_out):
+        e = self._buffer("e", grad_out.shape)
+        r = self._buffer("r", grad_out.shape)
+        grad_in = self._buffer("grad_in", grad_out.shape)
+        np.multiply(e, r, out=grad_in)
+        grad_in *= r
+        if self._derivative_scale != 1.0:
+            grad_in *= self._derivative_scale
+        grad_in *= grad_out
+        return grad_in
+
+
+class Sigmoid(_ExpSaturating):
+    """sigma(z) = 1 / (1 + exp(-z)), stable for any z (no overflow warning at |z| = 1000).
+
+    Saturation: the fraction of outputs below 0.01 or above 0.99.
+    """
+
+    name = "sigmoid"
+
+    def forward(self, x, train=True):
+        e, r = self._exp_terms(x)
+        out = self._buffer("out", x.shape)
+        nonnegative = self._buffer("nonnegative", x.shape, dtype=bool)
+        np.multiply(e, r, out=out)  # e / (1 + e) = sigma(z) for z < 0
+        np.greater_equal(x, 0.0, out=nonnegative)
+        np.copyto(out, r, where=nonnegative)  # 1 / (1 + e) = sigma(z) for z >= 0
+        self.output = out
+        return out
+
+    def saturation(self):
+        out = self.output
+        return float(np.count_nonzero((out < 0.01) | (out > 0.99))) / out.size
+
+
+class Tanh(_ExpSaturating):
+    """tanh(z); derivative 1 - tanh^2 computed as 4 e/(1+e)^2 with e = exp(-2|z|) (exact in
+    saturation). Saturation: the fraction of outputs with |a| > 0.99."""
+
+    name = "tanh"
+    _exponent_scale = 2.0
+    _derivative_scale = 4.0
+
+    def forward(self, x, train=True):
+        self._exp_terms(x)  # for backward (also after an eval forward, e.g. gradient checks)
+        out = self._buffer("out", x.shape)
+        np.tanh(x, out=out)
+        self.output = out
+        return out
+
+    def saturation(self):
+        return float(np.count_nonzero(np.abs(self.output) > 0.99)) / self.output.size
+
+
+class ReLU(Activation):
+    """max(z, 0); derivative 1 where z > 0, else 0 (PyTorch's choice at 0).
+
+    Saturation: the fraction of dead units, those whose output is 0 for every sample.
+    """
+
+    name = "relu"
+
+    def forward(self, x, train=True):
+        out = self._buffer("out", x.shape)
+        np.maximum(x, 0.0, out=out)
+        self.output = out
+        self._positive = self._buffer("positive", x.shape, dtype=bool)
+        np.greater(x, 0.0, out=self._positive)
+        return out
+
+    def backward(self, grad_out):
+        grad_in = self._buffer("grad_in", grad_out.shape)
+        np.multiply(grad_out, self._positive, out=grad_in)
+        return grad_in
+
+    def saturation(self):
+        alive = np.any(self._positive, axis=0)
+        return 1.0 - float(np.count_nonzero(alive)) / alive.size
+
+
+class Identity(Activation):
+    """The linear activation phi(z) = z. Nothing saturates."""
+
+    name = "linear"
+
+    def forward(self, x, train=True):
+        self.output = x
+        return x
+
+    def backward(self, grad_out):
+        return grad_out
+
+
+ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "linear": Identity}
+
+
+def make_activation(name: str, dtype=np.float64) -> Activation:
+    """An activation layer by name: one of ``ACTIVATIONS``."""
+    if name not in ACTIVATIONS:
+        raise GradlabError(f"activation: {name!r} is not one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name](dtype)
+
+
+class BatchNorm(Layer):
+    """Batch normalization of pre-activations, y = gamma * (x - mu) / sqrt(var + eps) + beta.
+
+    Statistics are per feature (column) over the batch (rows). PyTorch's convention:
+    - training: mu and the *biased* variance of the batch; the running statistics follow
+      running <- (1 - momentum) * running + momentum * batch_stat, with the *unbiased*
+      batch variance for running_var. The lecture writes this as
+      running <- beta * running + (1 - beta) * batch_stat: its beta is 1 - momentum.
+    - eval: running_mean and running_var replace the batch statistics.
+    Defaults momentum 0.1, eps 1e-5; running_mean starts at 0, running_var at 1.
+    Running statistics live in ``buffers``, never in ``params``. A training batch of one
+    sample has no variance and is an error.
+    """
+
+    def __init__(
+        self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, dtype=np.float64
+    ):
+        super().__init__(dtype)
+        self.momentum = float(momentum)
+        self.eps = float(eps)
+        self._add_param("gamma", np.ones(num_features))
+        self._add_param("beta", np.zeros(num_features))
+        self.buffers = {
+            "running_mean": np.zeros(num_features, dtype=self.dtype),
+            "running_var": np.ones(num_features, dtype=self.dtype),
+        }
+        self._train = True
+
+    def forward(self, x, train=True):
+        batch, features = x.shape
+        self._train = train
+        x_hat = self._buffer("x_hat", x.shape)
+        out = self._buffer("out", x.shape)
+        mean = self._buffer("mean", (features,))
+        inv_std = self._buffer("inv_std", (features,))
+        if train:
+            if batch < 2:
+                raise GradlabError(
+                    f"BatchNorm needs at least 2 samples per batch in training, got {batch}"
+                )
+            np.mean(x, axis=0, out=mean)
+            np.subtract(x, mean, out=x_hat)
+            np.einsum("ij,ij->j", x_hat, x_hat, out=inv_std)  # sum of squares, per feature
+            variance = inv_std / batch  # biased: used to normalize
+            self._update_running(mean, variance * (batch / (batch - 1)))  # unbiased
+            np.add(variance, self.eps, out=inv_std)
+        else:
+            np.copyto(mean, self.buffers["running_mean"])
+            np.subtract(x, mean, out=x_hat)
+            np.add(self.buffers["running_var"], self.eps, out=inv_std)
+        np.sqrt(inv_std, out=inv_std)
+        np.reciprocal(inv_std, out=inv_std)
+        x_hat *= inv_std
+        np.multiply(x_hat, self.params["gamma"], out=out)
+        out += self.params["beta"]
+        return out
+
+    def _update_running(self, batch_mean, unbiased_var):
+        m = self.momentum
+        running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]
+        running_mean *= 1.0 - m
+        running_mean += m * batch_mean
+        running_var *= 1.0 - m
+        running_var += m * unbiased_var
+
+    def backward(self, grad_out):
+        batch, features = grad_out.shape
+        x_hat = self._buffer("x_hat", grad_out.shape)
+        inv_std = self._buffer("inv_std", (features,))
+        gamma = self.params["gamma"]
+        grad_in = self._buffer("grad_in", grad_out.shape)
+        np.sum(grad_out, axis=0, out=self.grads["beta"])
+        np.einsum("ij,ij->j", grad_out, x_hat, out=self.grads["gamma"])
+        scale = gamma * inv_std
+        if not self._train:
+            # running statistics are constants: a per-feature affine map
+            np.multiply(grad_out, scale, out=grad_in)
+            return grad_in
+        # dL/dx = gamma/sigma * (g - mean(g) - x_hat * mean(g * x_hat)), means over the batch
+        np.multiply(x_hat, self.grads["gamma"] / batch, out=grad_in)
+        np.subtract(grad_out, grad_in, out=grad_in)
+        grad_in -= self.grads["beta"] / batch
+        grad_in *= scale
+        return grad_in
+
+
+class LayerNorm(Layer):
+    """Layer normalization, y = gamma * (x - mu) / sqrt(var + eps) + beta.
+
+    Statistics are per sample (row) over its features (columns), with the biased variance;
+    the same computation in training and eval (no running statistics). gamma and beta are
+    per feature. Compare BatchNorm: columns over the batch.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, dtype=np.float64):
+        super().__init__(dtype)
+        self.eps = float(eps)
+        self._add_param("gamma", np.ones(num_features))
+        self._add_param("beta", np.zeros(num_features))
+
+    def forward(self, x, train=True):
+        batch, features = x.shape
+        x_hat = self._buffer("x_hat", x.shape)
+        out = self._buffer("out", x.shape)
+        mean = self._buffer("mean", (batch, 1))
+        inv_std = self._buffer("inv_std", (batch, 1))
+        np.mean(x, axis=1, keepdims=True, out=mean)
+        np.subtract(x, mean, out=x_hat)
+        np.einsum("ij,ij->i", x_hat, x_hat, out=inv_std[:, 0])
+        inv_std /= features
+        inv_std += self.eps
+        np.sqrt(inv_std, out=inv_std)
+        np.reciprocal(inv_std, out=inv_std)
+        x_hat *= inv_std
+        np.multiply(x_hat, self.params["gamma"], out=out)
+        out += self.params["beta"]
+        return out
+
+    def backward(self, grad_out):
+        batch, features = grad_out.shape
+        x_hat = self._buffer("x_hat", grad_out.shape)
+        inv_std = self._buffer("inv_std", (batch, 1))
+        grad_in = self._buffer("grad_in", grad_out.shape)
+        row_mean = self._buffer("row_mean", (batch, 1))
+        np.sum(grad_out, axis=0, out=self.grads["beta"])
+        np.einsum("ij,ij->j", grad_out, x_hat, out=self.grads["gamma"])
+        # g = dL/dx_hat = grad_out * gamma; dL/dx = (g - mean(g) - x_hat * mean(g x_hat)) / sigma
+        np.multiply(grad_out, self.params["gamma"], out=grad_in)
+        np.einsum("ij,ij->i", grad_in, x_hat, out=row_mean[:, 0])
+        row_mean /= features
+        projection = self._buffer("projection", grad_out.shape)
+        np.multiply(x_hat, row_mean, out=projection)
+        np.mean(grad_in, axis=1, keepdims=True, out=row_mean)
+        grad_in -= row_mean
+        grad_in -= projection
+        grad_in *= inv_std
+        return grad_in

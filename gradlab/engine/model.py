@@ -1,0 +1,205 @@
+"""The deep MLP of the lecture: [Linear -> optional norm -> activation] x depth -> Linear.
+
+Hidden layer l (1-based, l = 1 next to the input) computes
+
+    h_l = phi_{l-1} W_l + b_l,   phi_l = act(norm(h_l))      (phi_0 = x)
+
+and the output layer is a plain Linear. ``delta`` of layer l is dL/dh_l, the gradient at the
+linear layer's output *before* normalization: its norm goes like M^(L-l), the lecture's
+per-layer factor.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from gradlab.engine.init import init_bias, init_weight
+from gradlab.engine.layers import Activation, BatchNorm, LayerNorm, Linear, make_activation
+from gradlab.engine.norms import l2_norm
+from gradlab.errors import GradlabError
+
+NORMS = ("none", "batch", "layer")
+STAT_NAMES = (
+    "weight_grad_norm",
+    "bias_grad_norm",
+    "delta_norm",
+    "act_mean",
+    "act_std",
+    "saturation",
+    "update_ratio",
+)
+
+
+@dataclass
+class HiddenBlock:
+    """One hidden layer: its Linear, optional normalization and activation."""
+
+    index: int  # 1-based, as in the lecture
+    linear: Linear
+    norm: BatchNorm | LayerNorm | None
+    activation: Activation
+
+    @property
+    def layers(self):
+        return [layer for layer in (self.linear, self.norm, self.activation) if layer is not None]
+
+
+class MLP:
+    """A deep MLP with hand-written backprop. All arrays in ``dtype`` (float64 or float32).
+
+    Parameters are named ``layer{l}.weight``, ``layer{l}.bias``, ``layer{l}.norm.gamma``,
+    ``layer{l}.norm.beta`` and ``output.weight``/``output.bias``; ``params`` and ``grads`` map
+    those names to the live arrays (write into ``params[name][...]`` to set a parameter, or
+    use ``load_params``). BatchNorm running statistics are in ``buffers``.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        depth: int,
+        width: int,
+        activation: str = "sigmoid",
+        norm: str = "none",
+        init: str = "normal",
+        weight_scale: float = 1.0,
+        bias_scale: float = 0.0,
+        dtype="float64",
+        rng: np.random.Generator | None = None,
+        bn_momentum: float = 0.1,
+        bn_eps: float = 1e-5,
+        ln_eps: float = 1e-5,
+    ):
+        if depth < 1 or width < 1 or input_dim < 1 or output_dim < 1:
+            raise GradlabError(
+                f"MLP needs depth, width, input_dim and output_dim >= 1, got "
+                f"{depth}, {width}, {input_dim}, {output_dim}"
+            )
+        if norm not in NORMS:
+            raise GradlabError(f"norm: {norm!r} is not one of {', '.join(NORMS)}")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float64, np.float32):
+            raise GradlabError(f"dtype: {dtype!r} is not one of float64, float32")
+        rng = np.random.default_rng() if rng is None else rng
+        self.depth, self.width = depth, width
+        self.input_dim, self.output_dim = input_dim, output_dim
+        self.activation_name, self.norm_name = activation, norm
+
+        def linear(fan_in, fan_out):
+            weight = init_weight(init, rng, fan_in, fan_out, weight_scale)
+            return Linear(weight, init_bias(rng, fan_out, bias_scale), self.dtype)
+
+        self.blocks: list[HiddenBlock] = []
+        fan_in = input_dim
+        for index in range(1, depth + 1):
+            norm_layer = None
+            if norm == "batch":
+                norm_layer = BatchNorm(width, bn_momentum, bn_eps, self.dtype)
+            elif norm == "layer":
+                norm_layer = LayerNorm(width, ln_eps, self.dtype)
+            block = HiddenBlock(
+                index, linear(fan_in, width), norm_layer, make_activation(activation, self.dtype)
+            )
+            self.blocks.append(block)
+            fan_in = width
+        self.output = linear(width, output_dim)
+        self.blocks[0].linear.needs_input_grad = False
+        self.layers = [layer for block in self.blocks for layer in block.layers] + [self.output]
+
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        for block in self.blocks:
+            self._register(f"layer{block.index}", block.linear)
+            if block.norm is not None:
+                self._register(f"layer{block.index}.norm", block.norm)
+        self._register("output", self.output)
+
+    @classmethod
+    def from_dict(cls, spec: dict, rng: np.random.Generator | None = None) -> "MLP":
+        """Build from a plain dict of the constructor's keyword arguments."""
+        return cls(**spec, rng=rng)
+
+    def _register(self, prefix, layer):
+        for key in layer.params:
+            self.params[f"{prefix}.{key}"] = layer.params[key]
+            self.grads[f"{prefix}.{key}"] = layer.grads[key]
+        for key, value in getattr(layer, "buffers", {}).items():
+            self.buffers[f"{prefix}.{key}"] = value
+
+    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+        """Outputs (B, output_dim) for inputs (B, input_dim); caches what backward needs.
+
+        ``train`` selects BatchNorm's batch statistics (True) or running statistics (False).
+        Returns a fresh array (the layers' own buffers are reused by the next call).
+        """
+        x = np.asarray(x, dtype=self.dtype)  # B, input_dim
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise GradlabError(f"MLP input must be (batch, {self.input_dim}), got {x.shape}")
+        for layer in self.layers:
+            x = layer.forward(x, train)
+        return x.copy()
+
+    def backward(self, grad_output: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
+        """Backpropagate dL/doutputs (B, output_dim); overwrites ``grads`` and the deltas.
+
+        Returns dL/dx (B, input_dim) when ``input_grad`` is set, else None (saves a matmul).
+        """
+        grad = np.asarray(grad_output, dtype=self.dtype)
+        self.blocks[0].linear.needs_input_grad = input_grad
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+        return None if grad is None else grad.copy()
+
+    def deltas(self) -> list[np.ndarray]:
+        """dL/dh_l for hidden layers l = 1..depth from the last backward (views; copy to keep)."""
+        return [block.linear.delta for block in self.blocks]
+
+    def hidden_weight_names(self) -> list[str]:
+        return [f"layer{block.index}.weight" for block in self.blocks]
+
+    def load_params(self, values: dict[str, np.ndarray]) -> None:
+        """Copy arrays into the named parameters (shapes must match; unknown names are errors)."""
+        for name, value in values.items():
+            if name not in self.params:
+                raise GradlabError(f"unknown parameter {name!r}")
+            target = self.params[name]
+            value = np.asarray(value)
+            if value.shape != target.shape:
+                raise GradlabError(f"{name}: shape {value.shape} does not match {target.shape}")
+            target[...] = value
+
+    def layer_stats(self, updates: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Per-hidden-layer statistics from the last forward/backward, float64 arrays (depth,).
+
+        weight_grad_norm, bias_grad_norm, delta_norm: Frobenius norms (robust to underflow);
+        act_mean, act_std: of the activation output over the batch and units;
+        saturation: see each activation's ``saturation``; update_ratio: ||update|| / ||W||
+        of the last optimizer step (``updates``, nan without it).
+        """
+        stats = {name: np.full(self.depth, np.nan) for name in STAT_NAMES}
+        for i, block in enumerate(self.blocks):
+            linear = block.linear
+            stats["weight_grad_norm"][i] = l2_norm(linear.grads["weight"])
+            stats["bias_grad_norm"][i] = l2_norm(linear.grads["bias"])
+            if linear.delta is not None:
+                stats["delta_norm"][i] = l2_norm(linear.delta)
+            output = block.activation.output
+            if output is not None:
+                stats["act_mean"][i] = np.mean(output, dtype=np.float64)
+                stats["act_std"][i] = np.std(output, dtype=np.float64)
+                stats["saturation"][i] = block.activation.saturation()
+            name = f"layer{block.index}.weight"
+            if updates is not None and name in updates:
+                stats["update_ratio"][i] = _ratio(
+                    l2_norm(updates[name]), l2_norm(linear.params["weight"])
+                )
+        return stats
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, with x/0 = inf and 0/0 = nan instead of an exception."""
+    if denominator == 0.0:
+        return math.nan if numerator == 0.0 else math.inf
+    return numerator / denominator
