@@ -1,0 +1,138 @@
+"""The MLP: structure, parameter access, deltas, determinism, overwrite semantics, stats."""
+
+import numpy as np
+import pytest
+
+from gradlab.engine import MLP, mse
+from gradlab.errors import GradlabError
+
+
+def _model(**kwargs):
+    spec = dict(input_dim=5, output_dim=2, depth=4, width=7, rng=np.random.default_rng(0))
+    spec.update(kwargs)
+    return MLP(**spec)
+
+
+def _step(model, x, y):
+    loss, dlogits = mse(model.forward(x), y)
+    model.backward(dlogits)
+    return loss
+
+
+def test_structure_and_names():
+    model = _model(norm="layer")
+    assert len(model.blocks) == 4
+    assert [b.index for b in model.blocks] == [1, 2, 3, 4]
+    assert model.params["layer1.weight"].shape == (5, 7)
+    assert model.params["layer2.weight"].shape == (7, 7)
+    assert model.params["output.weight"].shape == (7, 2)
+    assert model.params["layer3.norm.gamma"].shape == (7,)
+    assert set(model.params) == set(model.grads)
+    assert model.hidden_weight_names() == [f"layer{i}.weight" for i in range(1, 5)]
+
+
+def test_from_dict_matches_constructor():
+    spec = dict(input_dim=3, output_dim=1, depth=2, width=4, activation="tanh")
+    a = MLP.from_dict(spec, rng=np.random.default_rng(5))
+    b = MLP(**spec, rng=np.random.default_rng(5))
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+
+
+def test_backward_overwrites_gradients():
+    rng = np.random.default_rng(1)
+    model = _model()
+    x, y = rng.normal(size=(6, 5)), rng.normal(size=(6, 2))
+    _step(model, x, y)
+    first = {name: g.copy() for name, g in model.grads.items()}
+    _step(model, x, y)
+    for name, g in model.grads.items():
+        np.testing.assert_array_equal(g, first[name], err_msg=name)
+
+
+def test_delta_is_gradient_wrt_linear_output_before_norm():
+    """delta_l = dL/dh_l: perturbing h_l of one sample by t changes L by <delta_l, t>."""
+    rng = np.random.default_rng(2)
+    model = _model(norm="batch")
+    x, y = rng.normal(size=(6, 5)), rng.normal(size=(6, 2))
+    _step(model, x, y)
+    delta = model.deltas()[1].copy()  # layer 2
+    bias = model.params["layer2.bias"]
+    # a bias shift adds t to h_2 of every sample: dL/dt = sum over the batch of delta
+    np.testing.assert_allclose(model.grads["layer2.bias"], delta.sum(0), rtol=1e-14)
+    weight_grad = model.blocks[0].activation.output.T @ delta
+    np.testing.assert_allclose(model.grads["layer2.weight"], weight_grad, rtol=1e-12)
+    assert bias.shape == (7,)
+
+
+def test_load_params_and_errors():
+    model = _model()
+    model.load_params({"layer1.bias": np.full(7, 0.5)})
+    np.testing.assert_array_equal(model.params["layer1.bias"], 0.5)
+    assert model.blocks[0].linear.params["bias"] is model.params["layer1.bias"]
+    with pytest.raises(GradlabError, match="unknown parameter"):
+        model.load_params({"layer9.bias": np.zeros(7)})
+    with pytest.raises(GradlabError, match="shape"):
+        model.load_params({"layer1.bias": np.zeros(3)})
+
+
+def test_forward_returns_a_fresh_array_and_checks_shape():
+    rng = np.random.default_rng(3)
+    model = _model()
+    a = model.forward(rng.normal(size=(4, 5)))
+    b = model.forward(rng.normal(size=(4, 5)))
+    assert not np.shares_memory(a, b)
+    assert not np.array_equal(a, b)
+    with pytest.raises(GradlabError, match=r"\(batch, 5\)"):
+        model.forward(np.zeros((4, 3)))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(depth=0), dict(width=0), dict(norm="group"), dict(activation="gelu"), dict(dtype="int8")],
+)
+def test_bad_arguments_are_clear_errors(kwargs):
+    with pytest.raises(GradlabError):
+        _model(**kwargs)
+
+
+def test_layer_stats_shapes_and_values():
+    rng = np.random.default_rng(4)
+    model = _model(activation="sigmoid")
+    x, y = rng.normal(size=(6, 5)), rng.normal(size=(6, 2))
+    _step(model, x, y)
+    updates = {name: 0.1 * g for name, g in model.grads.items()}
+    stats = model.layer_stats(updates)
+    for values in stats.values():
+        assert values.shape == (4,) and values.dtype == np.float64
+    np.testing.assert_allclose(
+        stats["weight_grad_norm"][2], np.linalg.norm(model.grads["layer3.weight"]), rtol=1e-14
+    )
+    np.testing.assert_allclose(
+        stats["delta_norm"][0], np.linalg.norm(model.deltas()[0]), rtol=1e-14
+    )
+    activation = model.blocks[3].activation.output
+    np.testing.assert_allclose(stats["act_mean"][3], activation.mean(), rtol=1e-14)
+    np.testing.assert_allclose(stats["act_std"][3], activation.std(), rtol=1e-14)
+    saturated = np.mean((activation < 0.01) | (activation > 0.99))
+    assert stats["saturation"][3] == saturated
+    expected_ratio = 0.1 * np.linalg.norm(model.grads["layer1.weight"])
+    expected_ratio /= np.linalg.norm(model.params["layer1.weight"])
+    np.testing.assert_allclose(stats["update_ratio"][0], expected_ratio, rtol=1e-13)
+    assert np.isnan(model.layer_stats()["update_ratio"]).all()  # no updates given
+
+
+def test_saturation_definitions():
+    rng = np.random.default_rng(5)
+    relu = _model(activation="relu", weight_scale=1.0)
+    relu.params["layer2.bias"][:3] = -1e6  # three units of layer 2 can never fire
+    relu.forward(rng.normal(size=(8, 5)))
+    stats = relu.layer_stats()
+    assert stats["saturation"][1] == pytest.approx(3 / 7)
+    tanh = _model(activation="tanh", weight_scale=50.0)
+    tanh.forward(rng.normal(size=(8, 5)))
+    output = tanh.blocks[2].activation.output
+    assert tanh.layer_stats()["saturation"][2] == np.mean(np.abs(output) > 0.99) > 0.5
+    linear = _model(activation="linear")
+    linear.forward(rng.normal(size=(8, 5)))
+    assert (linear.layer_stats()["saturation"] == 0).all()
