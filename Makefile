@@ -19,7 +19,9 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/python -m gradlab.demo
+	$(BIN)/gradlab run $(DEMO_CONFIG) --force --quiet --out results/demo
+	@echo
+	@echo "Results: $(CURDIR)/results/demo (metrics.csv, layers.csv, summary.json)"
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -24,6 +24,7 @@ class Layer:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self._scratch: dict[tuple, np.ndarray] = {}
+        self.output: np.ndarray | None = None  # the last forward's result (a buffer)
 
     def _buffer(self, name: str, shape: tuple, dtype=None) -> np.ndarray:
         """A preallocated array for ``name`` at this shape (reused across steps)."""
@@ -75,6 +76,7 @@ class Linear(Layer):
         out = self._buffer("out", (x.shape[0], self.fan_out))
         np.matmul(x, self.params["weight"], out=out)
         out += self.params["bias"]
+        self.output = out
         return out
 
     def backward(self, grad_out):
@@ -92,10 +94,6 @@ class Activation(Layer):
     """An elementwise nonlinearity without parameters."""
 
     name = "activation"
-
-    def __init__(self, dtype=np.float64):
-        super().__init__(dtype)
-        self.output: np.ndarray | None = None
 
     def saturation(self) -> float:
         """Fraction of saturated units in the last forward output (see subclasses)."""
@@ -282,6 +280,7 @@ class BatchNorm(Layer):
         x_hat *= inv_std
         np.multiply(x_hat, self.params["gamma"], out=out)
         out += self.params["beta"]
+        self.output = out
         return out
 
     def _update_running(self, batch_mean, unbiased_var):
@@ -343,6 +342,7 @@ class LayerNorm(Layer):
         x_hat *= inv_std
         np.multiply(x_hat, self.params["gamma"], out=out)
         out += self.params["beta"]
+        self.output = out
         return out
 
     def backward(self, grad_out):

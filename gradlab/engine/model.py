@@ -190,12 +190,54 @@ class MLP:
                 stats["act_mean"][i] = np.mean(output, dtype=np.float64)
                 stats["act_std"][i] = np.std(output, dtype=np.float64)
                 stats["saturation"][i] = block.activation.saturation()
-            name = f"layer{block.index}.weight"
-            if updates is not None and name in updates:
-                stats["update_ratio"][i] = _ratio(
-                    l2_norm(updates[name]), l2_norm(linear.params["weight"])
-                )
+        if updates is not None:
+            stats["update_ratio"] = self.update_ratios(updates)
         return stats
+
+    def update_ratios(self, updates: dict[str, np.ndarray]) -> np.ndarray:
+        """||update of W_l|| / ||W_l|| per hidden layer (nan where no update is known)."""
+        ratios = np.full(self.depth, np.nan)
+        for i, block in enumerate(self.blocks):
+            update = updates.get(f"layer{block.index}.weight")
+            if update is not None:
+                ratios[i] = _ratio(l2_norm(update), l2_norm(block.linear.params["weight"]))
+        return ratios
+
+    def locate_nonfinite(self) -> dict | None:
+        """Where the last step first produced inf/nan, or None if it did not.
+
+        The forward pass is scanned from the input (where a non-finite value is born and
+        then carried to the output); the backward pass from the output side, the direction
+        gradients flow. Returns {"pass", "layer", "quantity"}; layer is 1..depth or "output".
+        """
+        for block in self.blocks:
+            for quantity, layer in (("pre-activation", block.linear), ("normalized", block.norm)):
+                if layer is not None and not _finite(layer.output):
+                    return {"pass": "forward", "layer": block.index, "quantity": quantity}
+            output = block.activation.output
+            if output is not None and not _finite(output):
+                return {"pass": "forward", "layer": block.index, "quantity": "activation"}
+        if not _finite(self.output.output):
+            return {"pass": "forward", "layer": "output", "quantity": "output"}
+        for name in ("weight", "bias"):
+            if not _finite(self.output.grads[name]):
+                return {"pass": "backward", "layer": "output", "quantity": f"{name} gradient"}
+        for block in reversed(self.blocks):
+            if block.linear.delta is not None and not _finite(block.linear.delta):
+                return {"pass": "backward", "layer": block.index, "quantity": "delta"}
+            for key, value in block.linear.grads.items():
+                if not _finite(value):
+                    return {"pass": "backward", "layer": block.index, "quantity": f"{key} gradient"}
+            if block.norm is not None:
+                for key, value in block.norm.grads.items():
+                    if not _finite(value):
+                        quantity = f"norm {key} gradient"
+                        return {"pass": "backward", "layer": block.index, "quantity": quantity}
+        return None
+
+
+def _finite(array: np.ndarray) -> bool:
+    return bool(np.isfinite(array).all())
 
 
 def _ratio(numerator: float, denominator: float) -> float:

@@ -1,0 +1,548 @@
+"""Run configuration: typed, frozen dataclasses, loaded from YAML, checked, overridable.
+
+A config file holds only the keys it changes; everything else keeps the defaults written
+below. Precedence, lowest first: the defaults, the file, ``--set key.path=value`` overrides
+(in order), ``--seed``. Every problem is a one-line ``ConfigError`` naming the key path, the
+bad value and what is allowed.
+
+The schema lives in one place: the dataclasses (names, types, defaults, meaning) plus two
+tables, ``CHOICES`` and ``RANGES``, keyed by key path. Checking happens when a section is
+constructed (``__post_init__``), so a config built in code is held to the same rules as one
+read from a file. Uses yaml and the standard library only (no numpy, click or matplotlib).
+"""
+
+import copy
+import difflib
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from gradlab.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------
+# What each key may hold beyond its type. Keys are dotted paths, as written in --set.
+
+
+@dataclass(frozen=True)
+class _Range:
+    """An interval of allowed numbers; ``str`` gives the rule as shown in messages."""
+
+    low: float
+    high: float | None = None  # None: unbounded above
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        if self.high is None:
+            return above
+        return above and (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+def _at_least(low: float) -> _Range:
+    return _Range(low)
+
+
+def _above(low: float) -> _Range:
+    return _Range(low, low_open=True)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dtype": ("float64", "float32"),
+    "data.task": ("regression", "binary", "multiclass"),
+    "model.activation": ("sigmoid", "tanh", "relu", "linear"),
+    "model.norm": ("none", "batch", "layer"),
+    "model.init.scheme": ("normal", "uniform", "xavier", "he", "orthogonal"),
+    "train.batch_size": ("full",),  # besides an integer
+    "train.loss": ("auto", "mse", "bce", "cross_entropy"),
+    "train.optimizer": ("sgd", "momentum", "nesterov", "adam"),
+    "train.clip.mode": ("none", "norm", "layer_norm", "value"),
+}
+
+RANGES: dict[str, _Range] = {
+    "seed": _at_least(0),  # numpy's default_rng refuses negative seeds
+    "data.n_train": _at_least(1),
+    "data.n_test": _at_least(1),
+    "data.input_dim": _at_least(1),
+    "data.classes": _at_least(2),
+    "data.input_scale": _above(0),
+    "data.noise": _at_least(0),
+    "model.depth": _at_least(1),
+    "model.width": _at_least(1),
+    "model.init.weight_scale": _above(0),
+    "model.init.bias_scale": _at_least(0),
+    "model.batchnorm.momentum": _Range(0, 1, low_open=True),
+    "model.batchnorm.eps": _above(0),
+    "model.layernorm.eps": _above(0),
+    "train.steps": _at_least(0),
+    "train.batch_size": _at_least(1),
+    "train.lr": _above(0),
+    "train.momentum": _Range(0, 1, high_open=True),
+    "train.weight_decay": _at_least(0),
+    "train.clip.threshold": _above(0),
+    "log.every": _at_least(1),
+    "log.eval_every": _at_least(1),
+    "analysis.fit_skip": _Range(0, 0.5, high_open=True),
+    "analysis.tol": _above(0),
+}
+
+LOSS_FOR_TASK = {"regression": "mse", "binary": "bce", "multiclass": "cross_entropy"}
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=,+-]*")
+NAME_MAX_LENGTH = 200
+DEFAULT_NAME = "run"  # for a config built from a dict, which has no file stem to borrow
+
+# What YAML 1.2 calls a number; PyYAML (YAML 1.1) reads "1e-3" (no dot) as a string.
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+# ---------------------------------------------------------------------------------------
+# The sections. Each knows its key path, so messages can name the full path.
+
+
+class _Section:
+    """Base of every config section: checks and normalizes each field on construction."""
+
+    _path: ClassVar[str] = ""  # key path of this section, "" for the top level
+
+    def __post_init__(self):
+        for item in fields(self):
+            path = _join(self._path, item.name)
+            value = _checked(path, item.type, getattr(self, item.name))
+            object.__setattr__(self, item.name, value)  # frozen: the documented way round
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    _path: ClassVar[str] = "data"
+    task: str = "regression"  # what the teacher network's output becomes: a value or a class
+    n_train: int = 2048  # training examples
+    n_test: int = 512  # held-out examples, drawn from the same teacher
+    input_dim: int = 32  # features per example
+    classes: int = 2  # number of classes; used by the multiclass task only
+    input_mean: float = 0.0  # E[X]: make it large to see why input normalization matters
+    input_scale: float = 1.0  # std of every input feature
+    noise: float = 0.05  # std of the noise on the teacher's (unit-variance) output
+    normalize_inputs: bool = False  # standardize X with the training set's mean and variance
+
+
+@dataclass(frozen=True)
+class InitConfig(_Section):
+    _path: ClassVar[str] = "model.init"
+    scheme: str = "normal"  # normal: W ~ N(0, weight_scale^2 / fan_in) (mean-field sigma_w)
+    weight_scale: float = 1.0  # sigma_w: the knob that moves a deep net across the edge of chaos
+    bias_scale: float = 0.0  # sigma_b: biases ~ N(0, bias_scale^2)
+
+
+@dataclass(frozen=True)
+class BatchNormConfig(_Section):
+    _path: ClassVar[str] = "model.batchnorm"
+    momentum: float = 0.1  # PyTorch's m: running <- (1 - m) running + m batch; lecture beta = 1 - m
+    eps: float = 1e-5  # added to the variance before the square root
+
+
+@dataclass(frozen=True)
+class LayerNormConfig(_Section):
+    _path: ClassVar[str] = "model.layernorm"
+    eps: float = 1e-5  # added to the per-sample variance before the square root
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Section):
+    _path: ClassVar[str] = "model"
+    depth: int = 20  # hidden layers: gradients shrink or grow like M^depth
+    width: int = 64  # units per hidden layer
+    activation: str = "sigmoid"  # sigmoid: max slope 1/4, the lecture's vanishing-gradient case
+    norm: str = "none"  # normalization of the pre-activations, before the activation
+    init: InitConfig = field(default_factory=InitConfig)
+    batchnorm: BatchNormConfig = field(default_factory=BatchNormConfig)  # used if norm: batch
+    layernorm: LayerNormConfig = field(default_factory=LayerNormConfig)  # used if norm: layer
+
+
+@dataclass(frozen=True)
+class ClipConfig(_Section):
+    _path: ClassVar[str] = "train.clip"
+    mode: str = "none"  # norm: global (PyTorch clip_grad_norm_); layer_norm: per tensor; value
+    threshold: float = 1.0  # max norm (norm, layer_norm) or max |entry| (value)
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Section):
+    _path: ClassVar[str] = "train"
+    steps: int = 1000  # parameter updates; 0 measures the network at initialization only
+    batch_size: int | str = 64  # examples per step, or "full" for full-batch gradient descent
+    loss: str = "auto"  # auto: mse for regression, bce for binary, cross_entropy for multiclass
+    optimizer: str = "sgd"  # sgd | momentum | nesterov | adam
+    lr: float = 0.1  # learning rate
+    momentum: float = 0.9  # mu of momentum and nesterov (Adam's beta1 is fixed at 0.9)
+    weight_decay: float = 0.0  # L2 penalty added to the gradient: g + weight_decay * W
+    clip: ClipConfig = field(default_factory=ClipConfig)
+
+
+@dataclass(frozen=True)
+class LogConfig(_Section):
+    _path: ClassVar[str] = "log"
+    every: int = 10  # per-layer statistics every N steps (step 0 always)
+    eval_every: int = 100  # test loss and accuracy every N steps
+
+
+@dataclass(frozen=True)
+class AnalysisConfig(_Section):
+    _path: ClassVar[str] = "analysis"
+    fit_skip: float = 0.15  # fraction of hidden layers left out at each end of the M fit
+    tol: float = 0.05  # |M - 1| <= tol counts as "stable", else vanishing or exploding
+
+
+@dataclass(frozen=True)
+class Config(_Section):
+    _path: ClassVar[str] = ""
+    name: str = DEFAULT_NAME  # results go to results/<name>/; a file's default is its stem
+    seed: int = 0  # seeds the run's np.random.Generator: same seed, same run
+    dtype: str = "float64"  # float32 underflows sooner: vanishing gradients hit zero earlier
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_name(self.name)
+        _check_loss_for_task(self.train.loss, self.data.task)
+        _check_batch_size(self)
+
+    @property
+    def resolved_loss(self) -> str:
+        """The loss actually used: ``train.loss``, with auto replaced by the task's loss."""
+        return LOSS_FOR_TASK[self.data.task] if self.train.loss == "auto" else self.train.loss
+
+    @property
+    def output_dim(self) -> int:
+        """Network outputs: classes for multiclass, 2 for binary cross_entropy, else 1."""
+        if self.data.task == "multiclass":
+            return self.data.classes
+        if self.data.task == "binary" and self.resolved_loss == "cross_entropy":
+            return 2
+        return 1
+
+    @property
+    def resolved_batch_size(self) -> int:
+        """Examples per step as a number: "full" is ``data.n_train``."""
+        return self.data.n_train if self.train.batch_size == "full" else self.train.batch_size
+
+
+# ---------------------------------------------------------------------------------------
+# Checking one value.
+
+
+def _join(prefix: str, key: object) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _show(value: object) -> str:
+    """A value as the user wrote it in YAML: true, null, 'text', 2.5."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, str) and len(value) <= 60:
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."  # messages stay one readable line
+
+
+def _did_you_mean(word: object, candidates: Iterable[str]) -> str:
+    matches = difflib.get_close_matches(str(word), list(candidates), n=1)
+    return f"; did you mean '{matches[0]}'?" if matches else ""
+
+
+def _fail(path: str, problem: str) -> ConfigError:
+    return ConfigError(f"{path}: {problem}", path)
+
+
+def _is_section(annotation: object) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, _Section)
+
+
+def _expected(path: str, annotation: object) -> str:
+    """What a field may hold, in words: 'an integer >= 1', 'one of a, b'."""
+    rule = f" {RANGES[path]}" if path in RANGES else ""
+    if annotation is bool:
+        return "true or false"
+    if annotation is int:
+        return f"an integer{rule}"
+    if annotation is float:
+        return f"a number{rule}"
+    if annotation == int | str:
+        words = " or ".join(f"'{choice}'" for choice in CHOICES[path])
+        return f"an integer{rule} or {words}"
+    if path in CHOICES:
+        return f"one of {', '.join(CHOICES[path])}"
+    return "a string"
+
+
+def _checked(path: str, annotation: object, value: Any) -> Any:
+    """``value`` converted to the field's type and checked against CHOICES and RANGES."""
+    if _is_section(annotation):
+        return value if isinstance(value, annotation) else _build_section(annotation, value)
+    is_int = isinstance(value, int) and not isinstance(value, bool)  # bool is an int in Python
+    if annotation is float:
+        converted = _as_float(value)
+    elif annotation is bool:
+        converted = value if isinstance(value, bool) else None
+    elif annotation is int or (annotation == int | str and not isinstance(value, str)):
+        converted = value if is_int else None
+    else:
+        converted = value if isinstance(value, str) else None
+    if converted is None:
+        raise _fail(path, f"must be {_expected(path, annotation)}, got {_show(value)}")
+    if isinstance(converted, float) and not math.isfinite(converted):
+        raise _fail(path, f"must be a finite number, got {_show(value)}")
+    if isinstance(converted, str) and path in CHOICES and converted not in CHOICES[path]:
+        hint = _did_you_mean(converted, CHOICES[path])
+        if annotation is str:
+            allowed = ", ".join(CHOICES[path])
+            raise _fail(path, f"{_show(value)} is not one of {allowed}{hint}")
+        raise _fail(path, f"must be {_expected(path, annotation)}, got {_show(value)}{hint}")
+    if path in RANGES and not isinstance(converted, str) and converted not in RANGES[path]:
+        shown = converted if isinstance(value, str) else value  # '-1e-3' was meant as a number
+        raise _fail(path, f"must be {RANGES[path]}, got {_show(shown)}")
+    return converted
+
+
+def _as_float(value: Any) -> float | None:
+    """A float from a float, an int (not a bool) or a numeric string like '1e-3'; else None."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)):
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond the float range
+            return math.inf
+    return None
+
+
+def _build_section(cls: type, mapping: Any) -> _Section:
+    """A section from a mapping holding some of its keys; null means all defaults."""
+    if mapping is None:
+        mapping = {}
+    names = [item.name for item in fields(cls)]
+    if not isinstance(mapping, Mapping):
+        raise _fail(
+            cls._path, f"must be a mapping of keys ({', '.join(names)}), got {_show(mapping)}"
+        )
+    for key in mapping:
+        if key not in names:
+            raise _unknown_key(_join(cls._path, key), key, names)
+    return cls(**mapping)
+
+
+def _unknown_key(path: str, key: object, allowed: list[str], origin: str = "") -> ConfigError:
+    where = f" in {origin}" if origin else ""
+    hint = _did_you_mean(key, allowed)
+    return _fail(path, f"unknown key{where}{hint} (allowed: {', '.join(allowed)})")
+
+
+# ---------------------------------------------------------------------------------------
+# Rules that join several keys.
+
+
+def _check_name(name: str) -> None:
+    """A run name is one safe folder under results/: no '/', no '..', no leading dot."""
+    if len(name) > NAME_MAX_LENGTH or not NAME_PATTERN.fullmatch(name):
+        raise _fail(
+            "name",
+            f"{_show(name)} is not a valid run name: use letters, digits and . _ = , + - "
+            f"(first a letter or digit, at most {NAME_MAX_LENGTH} characters, no '/')",
+        )
+
+
+def _check_loss_for_task(loss: str, task: str) -> None:
+    if loss == "bce" and task != "binary":
+        suggestion = "mse" if task == "regression" else "cross_entropy or mse"
+        raise _fail("train.loss", f"'bce' needs data.task 'binary', got '{task}'; use {suggestion}")
+    if loss == "cross_entropy" and task == "regression":
+        raise _fail(
+            "train.loss",
+            "'cross_entropy' needs data.task 'binary' or 'multiclass', got 'regression'; use mse",
+        )
+
+
+def _check_batch_size(config: Config) -> None:
+    batch_size, n_train = config.train.batch_size, config.data.n_train
+    if batch_size != "full" and batch_size > n_train:
+        raise _fail(
+            "train.batch_size",
+            f"must be <= data.n_train ({n_train}), got {batch_size}; "
+            f"use 'full' for full-batch gradient descent",
+        )
+    if config.model.norm == "batch" and config.resolved_batch_size < 2:
+        got = f"'full' = data.n_train = {n_train}" if batch_size == "full" else str(batch_size)
+        raise _fail(
+            "train.batch_size",
+            f"BatchNorm needs at least 2 samples per batch (model.norm is 'batch'), got {got}",
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Overrides: "key.path=value" strings from --set, or {key path: value} from a sweep.
+
+
+def set_value(mapping: dict, key_path: str, value: Any) -> None:
+    """mapping[a][b][c] = value for key_path "a.b.c", creating the missing levels."""
+    *parents, last = key_path.split(".")
+    node = mapping
+    for depth, key in enumerate(parents):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict):
+            path = ".".join(parents[: depth + 1])
+            raise _fail(path, f"must be a mapping of keys, got {_show(child)}")
+        node = child
+    node[last] = value
+
+
+def _check_key_path(key_path: str, origin: str) -> None:
+    """Raise unless key_path names a field of the schema (a value or a whole section)."""
+    section: type = Config
+    walked = ""
+    for key in key_path.split("."):
+        if not _is_section(section):
+            raise _fail(key_path, f"unknown key in {origin}; {walked} is a value, not a section")
+        names = {item.name: item.type for item in fields(section)}
+        walked = _join(walked, key)
+        if key not in names:
+            raise _unknown_key(walked, key, list(names), origin)
+        section = names[key]
+
+
+def apply_overrides(mapping: Mapping, overrides: Mapping[str, Any], origin: str = "--set") -> dict:
+    """A deep copy of ``mapping`` with each {"a.b": value} set; unknown key paths raise.
+
+    ``origin`` says where the overrides came from, for the messages ("--set", "sweep grid").
+    """
+    result = copy.deepcopy(dict(mapping))
+    for key_path, value in overrides.items():
+        _check_key_path(key_path, origin)
+        set_value(result, key_path, value)
+    return result
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.lr=1e-3' -> ('train.lr', '1e-3'): the value read as one YAML scalar."""
+    key_path, equals, raw_value = text.partition("=")
+    key_path = key_path.strip()
+    if not equals or not key_path or "" in key_path.split("."):
+        raise ConfigError(
+            f"--set {text!r}: expected key.path=value, e.g. --set train.lr=0.01", key_path
+        )
+    try:
+        value = yaml.safe_load(raw_value)
+    except yaml.YAMLError as error:
+        problem = " ".join(str(getattr(error, "problem", None) or error).split())
+        raise ConfigError(
+            f"--set {text!r}: the value is not valid YAML ({problem})", key_path
+        ) from None
+    return key_path, value
+
+
+# ---------------------------------------------------------------------------------------
+# Loading and saving.
+
+
+def _build(
+    mapping: Any, overrides: Iterable[str], seed: int | None, source: str, default_name: str
+) -> Config:
+    if mapping is None:  # an empty file: all defaults
+        mapping = {}
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(
+            f"{source}: the config must be a mapping of keys (e.g. 'train: {{lr: 0.1}}'), "
+            f"got {_show(mapping)}"
+        )
+    requested = dict(parse_override(text) for text in overrides)
+    if seed is not None:
+        requested["seed"] = seed
+    values = apply_overrides(mapping, requested, origin="--set")
+    if values.get("name") is None:
+        values["name"] = default_name
+    return _build_section(Config, values)
+
+
+def config_from_dict(
+    mapping: Mapping, overrides: Iterable[str] = (), source: str = "<dict>"
+) -> Config:
+    """A checked Config from a (possibly partial) nested mapping plus --set overrides.
+
+    A missing or null ``name`` becomes "run". ``source`` names the mapping in messages.
+    """
+    return _build(mapping, overrides, None, source, DEFAULT_NAME)
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = (), seed: int | None = None) -> Config:
+    """Read a YAML config file (yaml.safe_load only), apply ``--set`` overrides and ``--seed``.
+
+    A missing or null ``name`` becomes the file's stem: configs/deep.yaml runs as "deep".
+    """
+    path = Path(path)
+    mapping = _read_yaml(path)
+    return _build(mapping, overrides, seed, str(path), path.stem)
+
+
+def _read_yaml(path: Path) -> Any:
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8)") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the file ({error.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        raise ConfigError(_yaml_error_message(path, error)) from None
+    except yaml.YAMLError as error:
+        one_line = " ".join(str(error).split())
+        raise ConfigError(f"{path}: not valid YAML ({one_line})") from None
+
+
+def _yaml_error_message(path: Path, error: yaml.MarkedYAMLError) -> str:
+    """'config.yaml line 3, column 7: <problem> (<context> at line 2)' on one line."""
+    mark = error.problem_mark or error.context_mark
+    where = f"{path} line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+    problem = " ".join(str(error.problem or error.context or "invalid YAML").split())
+    if isinstance(error, yaml.constructor.ConstructorError):
+        return f"{where}: {problem}; gradlab reads plain YAML only (no !!python tags)"
+    if error.context and error.problem and error.context_mark:
+        context = " ".join(error.context.split())
+        problem += f" ({context} at line {error.context_mark.line + 1})"
+    return f"{where}: {problem}"
+
+
+def config_to_dict(config: Config) -> dict:
+    """The config as plain nested dicts, keys in schema order; config_from_dict inverts it."""
+    return asdict(config)
+
+
+def dump_config_yaml(config: Config) -> str:
+    """The full config as YAML text (every key, schema order), loadable by load_config."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)
