@@ -1,0 +1,173 @@
+"""The per-layer gradient factor M, the verdict, and comparisons across runs (numpy only).
+
+The lecture writes the gradient at hidden layer l of an L-layer network as
+|dL/dW_l| ~ |x| |W_l| M^(L-l). We measure M by a least-squares fit of ln(norm_l) against l:
+ln(norm_l) = intercept + slope * l, so M = exp(-slope) -- M < 1 means the norms shrink towards
+the input (vanishing), M > 1 that they grow (exploding).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+REGIMES = ("vanishing", "stable", "exploding", "unknown")
+
+
+@dataclass(frozen=True)
+class FactorFit:
+    """A fit of ln(norm_l) = intercept + slope * l over hidden layers l (1-based)."""
+
+    factor: float  # M = exp(-slope); nan when fewer than two usable layers
+    slope: float
+    intercept: float
+    r2: float  # coefficient of determination of the fit (1.0 when the points are collinear)
+    fit_layers: tuple[int, int] | None  # first and last layer of the fit window (1-based)
+    n_used: int  # finite, nonzero norms inside the window
+    n_excluded: int  # zero or non-finite norms inside the window, left out of the fit
+    spread_decades: float  # log10(norm at first fitted layer / norm at last); < 0 if vanishing
+    depth: int
+    reason: str = ""  # why there is no factor, when there is none
+
+    def to_dict(self) -> dict:
+        """JSON-safe: non-finite floats become None, the window a list."""
+        result = asdict(self)
+        result["fit_layers"] = list(self.fit_layers) if self.fit_layers else None
+        return {
+            key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+            for key, value in result.items()
+        }
+
+
+def fit_window(depth: int, fit_skip: float = 0.15) -> tuple[int, int]:
+    """(first, last) 1-based layers of the fit: drop floor(fit_skip * depth) layers at each end,
+    at least one each when depth >= 5 and fit_skip > 0, and keep at least two layers."""
+    skip = math.floor(fit_skip * depth + 1e-9)
+    if fit_skip > 0 and depth >= 5:
+        skip = max(skip, 1)
+    skip = max(0, min(skip, (depth - 2) // 2))
+    return 1 + skip, depth - skip
+
+
+def fit_factor(norms: Sequence[float], fit_skip: float = 0.15) -> FactorFit:
+    """Fit M to per-layer norms (index 0 is hidden layer 1), ignoring zero and non-finite norms."""
+    values = np.asarray(norms, dtype=np.float64).ravel()
+    depth = values.size
+    nan = math.nan
+    if depth < 2:
+        return FactorFit(nan, nan, nan, nan, None, 0, 0, nan, depth, "fewer than two layers")
+    first, last = fit_window(depth, fit_skip)
+    window = values[first - 1 : last]  # (n_window,)
+    layers = np.arange(first, last + 1, dtype=np.float64)
+    usable = np.isfinite(window) & (window > 0)
+    n_used, n_excluded = int(usable.sum()), int((~usable).sum())
+    if n_used < 2:
+        reason = (
+            f"only {n_used} of {window.size} layer norms in layers {first}-{last} are finite "
+            "and nonzero"
+        )
+        return FactorFit(nan, nan, nan, nan, (first, last), n_used, n_excluded, nan, depth, reason)
+    x, y = layers[usable], np.log(window[usable])
+    x_centred = x - x.mean()
+    slope = float(np.dot(x_centred, y - y.mean()) / np.dot(x_centred, x_centred))
+    intercept = float(y.mean() - slope * x.mean())
+    residual = float(np.sum((y - (intercept + slope * x)) ** 2))
+    total = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 if total == 0 else max(0.0, 1.0 - residual / total)
+    spread = float((y[0] - y[-1]) / math.log(10))
+    factor = math.exp(-slope) if -slope < 709 else math.inf
+    return FactorFit(factor, slope, intercept, r2, (first, last), n_used, n_excluded, spread, depth)
+
+
+def fit_factors(matrix: np.ndarray, fit_skip: float = 0.15) -> np.ndarray:
+    """M for each row of a (steps, depth) matrix of per-layer norms."""
+    return np.array([fit_factor(row, fit_skip).factor for row in np.atleast_2d(matrix)])
+
+
+def verdict(factor: float | None, tol: float = 0.05) -> str:
+    """'vanishing' if M < 1 - tol, 'exploding' if M > 1 + tol, 'stable' between, else 'unknown'."""
+    if factor is None or math.isnan(factor):
+        return "unknown"
+    if factor < 1 - tol:
+        return "vanishing"
+    if factor > 1 + tol:
+        return "exploding"
+    return "stable"
+
+
+def describe(fit: FactorFit, tol: float = 0.05) -> str:
+    """The plain sentence, e.g. 'vanishing: the gradient shrinks x0.63 per layer, 10^-7.9 from
+    layer 40 to layer 1'."""
+    regime = verdict(fit.factor, tol)
+    if regime == "unknown":
+        return f"unknown: no factor ({fit.reason})"
+    verb = {"vanishing": "shrinks", "exploding": "grows", "stable": "changes"}[regime]
+    if math.isinf(fit.factor):
+        return f"{regime}: the gradient {verb} without bound from layer to layer"
+    decades = (fit.depth - 1) * math.log10(fit.factor)  # log10(norm_1 / norm_L) = (L-1) log10 M
+    sentence = (
+        f"{regime}: the gradient {verb} x{fit.factor:.3g} per layer, "
+        f"10^{decades:+.1f} from layer {fit.depth} to layer 1"
+    )
+    if fit.n_excluded:
+        sentence += f" ({fit.n_excluded} zero or non-finite layer norms left out)"
+    return sentence
+
+
+def factor_summary(delta_norms, weight_norms, fit_skip: float = 0.15, tol: float = 0.05) -> dict:
+    """What summary.json records for one step: M from the delta norms (the verdict's basis) and
+    from the weight-gradient norms, with the fit's quality."""
+    delta = fit_factor(delta_norms, fit_skip)
+    weight = fit_factor(weight_norms, fit_skip)
+    return {
+        "delta": _finite_or_none(delta.factor),
+        "weight": _finite_or_none(weight.factor),
+        "r2": _finite_or_none(delta.r2),
+        "weight_r2": _finite_or_none(weight.r2),
+        "fit_layers": list(delta.fit_layers) if delta.fit_layers else None,
+        "n_excluded": delta.n_excluded,
+        "spread_decades": _finite_or_none(delta.spread_decades),
+        "regime": verdict(delta.factor, tol),
+        "sentence": describe(delta, tol),
+    }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+# ---- comparing runs ----------------------------------------------------------------------
+
+
+def flatten(mapping: Mapping, prefix: str = "") -> dict:
+    """{'model': {'depth': 3}} -> {'model.depth': 3}."""
+    flat = {}
+    for key, value in mapping.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def differing_keys(configs: Iterable[Mapping], ignore: Sequence[str] = ("name",)) -> list[str]:
+    """Dotted config keys whose values are not the same in every config, in first-seen order."""
+    flats = [flatten(config) for config in configs]
+    keys: dict[str, None] = {}
+    for flat in flats:
+        keys.update(dict.fromkeys(flat))
+    missing = object()
+    return [
+        key
+        for key in keys
+        if key not in ignore and len({repr(flat.get(key, missing)) for flat in flats}) > 1
+    ]
+
+
+def short_key(key: str) -> str:
+    """The last part of a dotted key ('model.init.weight_scale' -> 'weight_scale')."""
+    return key.rsplit(".", 1)[-1]

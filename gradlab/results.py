@@ -1,0 +1,303 @@
+"""The run directory: how a run is written (atomically, row by row) and read back.
+
+```
+<run>/
+  config.yaml    resolved config (written once, atomically)
+  meta.json      status (running | completed | diverged | interrupted | failed), versions,
+                 seed, start/end time, wall time, step reached (rewritten atomically)
+  metrics.csv    one row per logged step (appended and flushed every log step)
+  layers.csv     one row per (logged step, hidden layer) (appended and flushed likewise)
+  summary.json   final losses, gradient factor M, regime, theory (atomically, at the end)
+```
+
+A run killed at any moment, even by SIGKILL, leaves parseable files: JSON and YAML are
+replaced with ``os.replace`` of a complete temporary file, and CSV rows are whole lines
+flushed together (a reader ignores a trailing partial line). ``meta.json`` still says
+``running`` then, and readers report such a run as incomplete.
+"""
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gradlab.errors import GradlabError
+
+METRIC_COLUMNS = (
+    "step",
+    "train_loss",
+    "test_loss",
+    "test_accuracy",
+    "grad_norm",
+    "grad_norm_clipped",
+    "clip_factor",
+    "clip_cosine",
+    "lr",
+)
+LAYER_COLUMNS = (
+    "step",
+    "layer",
+    "weight_grad_norm",
+    "bias_grad_norm",
+    "delta_norm",
+    "act_mean",
+    "act_std",
+    "saturation",
+    "update_ratio",
+)
+STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
+RUN_FILES = ("config.yaml", "meta.json", "metrics.csv", "layers.csv", "summary.json")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never half."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+
+
+def to_jsonable(value):
+    """Replace nan/inf by None and numpy scalars/arrays by Python values (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(key): to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return [to_jsonable(item) for item in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_json(path: Path, data) -> None:
+    text = json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n"
+    atomic_write_text(path, text)
+
+
+def format_value(value) -> str:
+    """CSV cell: shortest round-trip repr for floats (deterministic), '' for missing."""
+    if value is None:
+        return ""
+    if isinstance(value, float | np.floating):
+        return repr(float(value))
+    return str(value)
+
+
+class CsvLog:
+    """A CSV file appended whole rows at a time; ``flush`` makes them durable to readers."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...]):
+        self.columns = columns
+        self._handle = open(path, "w", encoding="utf-8", newline="")
+        self._pending = io.StringIO()
+        self._pending.write(",".join(columns) + "\n")
+        self.flush()
+
+    def append(self, values) -> None:
+        self._pending.write(",".join(format_value(v) for v in values) + "\n")
+
+    def flush(self) -> None:
+        """One write of all pending whole lines, then flush to the OS (survives SIGKILL)."""
+        text = self._pending.getvalue()
+        if text:
+            self._handle.write(text)
+            self._handle.flush()
+            self._pending = io.StringIO()
+
+    def close(self) -> None:
+        self.flush()
+        self._handle.close()
+
+
+def versions() -> dict:
+    from gradlab import __version__
+
+    return {
+        "gradlab": __version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def prepare_run_dir(path: Path, force: bool = False) -> Path:
+    """Create an empty run directory; an existing non-empty one is an error unless ``force``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise GradlabError(f"output path {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        if not force:
+            raise GradlabError(
+                f"output directory {path} already exists; use --force to overwrite it"
+                " or --out to choose another"
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class RunWriter:
+    """Writes one run directory as the run goes. Used by the runner."""
+
+    def __init__(self, path: Path, config_yaml: str, meta: dict):
+        self.path = Path(path)
+        atomic_write_text(self.path / "config.yaml", config_yaml)
+        self.meta = {"status": "running", **meta}
+        self.write_meta()
+        self.metrics = CsvLog(self.path / "metrics.csv", METRIC_COLUMNS)
+        self.layers = CsvLog(self.path / "layers.csv", LAYER_COLUMNS)
+
+    def write_meta(self, **updates) -> None:
+        self.meta.update(updates)
+        atomic_write_json(self.path / "meta.json", self.meta)
+
+    def log_metrics(self, row: dict) -> None:
+        self.metrics.append(row.get(column) for column in METRIC_COLUMNS)
+
+    def log_layers(self, step: int, stats: dict[str, np.ndarray]) -> None:
+        depth = len(next(iter(stats.values())))
+        for index in range(depth):
+            values = [step, index + 1]
+            values += [float(stats[column][index]) for column in LAYER_COLUMNS[2:]]
+            self.layers.append(values)
+
+    def flush(self) -> None:
+        self.metrics.flush()
+        self.layers.flush()
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_json(self.path / "summary.json", summary)
+
+    def close(self, **meta_updates) -> None:
+        self.metrics.close()
+        self.layers.close()
+        self.write_meta(**meta_updates)
+
+
+# ---- reading runs back ------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """A run directory read back. Columns are float64 arrays (missing cells are nan)."""
+
+    path: Path
+    config: dict
+    meta: dict
+    metrics: dict[str, np.ndarray]
+    layers: dict[str, np.ndarray]
+    summary: dict | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name") or self.path.name
+
+    @property
+    def status(self) -> str:
+        return self.meta.get("status", "unknown")
+
+    @property
+    def complete(self) -> bool:
+        return self.status in ("completed", "diverged")
+
+    def layer_matrix(self, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values[n_steps, depth]) of a layers.csv column, one row per logged step."""
+        steps = self.layers["step"]
+        if steps.size == 0:
+            return np.zeros(0), np.zeros((0, 0))
+        depth = int(np.max(self.layers["layer"]))
+        unique_steps = np.unique(steps)
+        values = np.full((unique_steps.size, depth), np.nan)
+        rows = np.searchsorted(unique_steps, steps)
+        values[rows, self.layers["layer"].astype(int) - 1] = self.layers[column]
+        return unique_steps, values
+
+
+def read_csv_columns(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Columns of a gradlab CSV as float arrays; a trailing partial line is ignored."""
+    data = {column: [] for column in columns}
+    if not path.exists():
+        return {column: np.zeros(0) for column in columns}
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # a row cut by a kill mid-write
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None:
+        return {column: np.zeros(0) for column in columns}
+    index = {name: i for i, name in enumerate(header)}
+    for row in reader:
+        if len(row) != len(header):
+            continue
+        for column in columns:
+            cell = row[index[column]] if column in index else ""
+            data[column].append(float(cell) if cell else math.nan)
+    return {column: np.asarray(values, dtype=float) for column, values in data.items()}
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / "meta.json").is_file() and (Path(path) / "config.yaml").is_file()
+
+
+def read_run(path) -> Run:
+    """Read a run directory; raises GradlabError when it is not one."""
+    import yaml  # results is used by the CLI; yaml only to read the resolved config
+
+    path = Path(path)
+    if not is_run_dir(path):
+        raise GradlabError(f"{path} is not a gradlab run directory (no meta.json/config.yaml)")
+    problems = []
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        meta, problems = {"status": "unknown"}, [f"meta.json unreadable: {error}"]
+    config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
+    summary = None
+    if (path / "summary.json").exists():
+        summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+    if meta.get("status") == "running":
+        problems.append("incomplete: meta.json still says running (killed, or still going)")
+    return Run(
+        path=path,
+        config=config,
+        meta=meta,
+        metrics=read_csv_columns(path / "metrics.csv", METRIC_COLUMNS),
+        layers=read_csv_columns(path / "layers.csv", LAYER_COLUMNS),
+        summary=summary,
+        problems=problems,
+    )
+
+
+def find_runs(paths) -> list[Path]:
+    """Run directories at or below each path (sorted, no duplicates)."""
+    found = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise GradlabError(f"{path}: no such file or directory")
+        if is_run_dir(path):
+            found.append(path)
+            continue
+        found.extend(
+            sorted(meta.parent for meta in path.rglob("meta.json") if is_run_dir(meta.parent))
+        )
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return sorted(unique)

@@ -1,0 +1,352 @@
+"""One run: build the data and the network from a config, train, log per-layer statistics.
+
+The loop, for step = 0 .. steps (step s sees the parameters after s updates):
+
+    forward on batch s -> loss -> backward -> (log layer stats: pre-clip gradients)
+    -> clip -> (update, unless s == steps) -> (log metrics; evaluate on the test set)
+
+The extra pass at s == steps measures the gradients of the final parameters, so "at the
+end" means the trained network, and ``steps: 0`` measures the network at initialization.
+A non-finite loss or gradient ends the run as *diverged* with the step, the pass and the
+layer where it first appeared; SIGINT/SIGTERM end it as *interrupted* after the current
+step. Randomness: one SeedSequence(seed) spawns the data, init and batch generators, so
+changing the model never changes the data.
+"""
+
+import contextlib
+import datetime as dt
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gradlab import analysis, theory
+from gradlab.config import Config, config_from_dict, config_to_dict, dump_config_yaml, load_config
+from gradlab.data import make_dataset
+from gradlab.engine import MLP, clip_gradients, get_loss, make_optimizer
+from gradlab.engine.losses import accuracy
+from gradlab.errors import GradlabError
+from gradlab.results import Run, RunWriter, prepare_run_dir, read_run, versions
+
+DEFAULT_RESULTS_ROOT = Path("results")
+# how the non-"normal" schemes scale sigma_w for a square hidden layer (fan_in = fan_out)
+_EFFECTIVE_SCALE = {"normal": 1.0, "uniform": 1.0, "orthogonal": 1.0, "xavier": 1.0}
+_EFFECTIVE_SCALE["he"] = math.sqrt(2.0)
+
+
+@dataclass
+class _Stop:
+    """Set by the signal handler; the loop finishes its step and stops."""
+
+    signal_number: int | None = None
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGINT/SIGTERM set a flag instead of raising; a second signal raises at once."""
+    stop = _Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signal_number, frame):
+        if stop.signal_number is not None:
+            raise KeyboardInterrupt
+        stop.signal_number = signal_number
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def build_model(config: Config, rng: np.random.Generator) -> MLP:
+    model = config.model
+    return MLP(
+        input_dim=config.data.input_dim,
+        output_dim=config.output_dim,
+        depth=model.depth,
+        width=model.width,
+        activation=model.activation,
+        norm=model.norm,
+        init=model.init.scheme,
+        weight_scale=model.init.weight_scale,
+        bias_scale=model.init.bias_scale,
+        dtype=config.dtype,
+        rng=rng,
+        bn_momentum=model.batchnorm.momentum,
+        bn_eps=model.batchnorm.eps,
+        ln_eps=model.layernorm.eps,
+    )
+
+
+def _batches(x, y, batch_size: int, rng: np.random.Generator):
+    """Endless minibatches: a fresh permutation each epoch, the remainder dropped so every
+    batch has the same size (BatchNorm statistics stay comparable). Full batch: (x, y)."""
+    n = x.shape[0]
+    if batch_size >= n:
+        while True:
+            yield x, y
+    per_epoch = n // batch_size
+    while True:
+        order = rng.permutation(n)
+        for k in range(per_epoch):
+            index = order[k * batch_size : (k + 1) * batch_size]
+            yield x[index], y[index]
+
+
+def predict_theory(config: Config, q0: float) -> dict:
+    """Mean-field prediction for this network at initialization (see gradlab.theory)."""
+    init = config.model.init
+    effective_scale = init.weight_scale * _EFFECTIVE_SCALE[init.scheme]
+    prediction = theory.predict(
+        config.model.activation,
+        effective_scale,
+        init.bias_scale,
+        norm=config.model.norm,
+        q0=q0,
+        batch_size=config.resolved_batch_size,
+        tol=config.analysis.tol,
+    )
+    result = prediction.to_dict()
+    result["applies_to"] = "initialization"
+    return result
+
+
+class _Training:
+    """State of one training run; ``run`` returns (status, summary)."""
+
+    def __init__(self, config: Config, writer: RunWriter, stop: _Stop, progress: bool):
+        self.config, self.writer, self.stop = config, writer, stop
+        data_seed, init_seed, batch_seed = np.random.SeedSequence(config.seed).spawn(3)
+        self.dataset = make_dataset(config, np.random.default_rng(data_seed))
+        self.model = build_model(config, np.random.default_rng(init_seed))
+        self.loss_name = config.resolved_loss
+        self.loss_fn = get_loss(self.loss_name)
+        train = config.train
+        self.optimizer = make_optimizer(
+            train.optimizer, train.lr, train.momentum, train.weight_decay
+        )
+        self.batches = _batches(
+            self.dataset.x_train,
+            self.dataset.y_train,
+            config.resolved_batch_size,
+            np.random.default_rng(batch_seed),
+        )
+        self.grad_list = list(self.model.grads.values())
+        self.first_stats = None
+        self.last_stats = None
+        self.last_logged_step = None
+        self.final = {"train_loss": math.nan, "test_loss": math.nan, "test_accuracy": math.nan}
+        self.divergence = None
+        self.step_reached = 0
+        self.progress_bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self.progress_bar = tqdm(total=train.steps, file=sys.stderr, unit="step", leave=False)
+
+    def evaluate(self):
+        outputs = self.model.forward(self.dataset.x_test, train=False)
+        loss, _ = self.loss_fn(outputs, self.dataset.y_test)
+        acc = accuracy(outputs, self.dataset.y_test, self.config.data.task, self.loss_name)
+        return loss, acc
+
+    def run(self):
+        config = self.config
+        steps, clip = config.train.steps, config.train.clip
+        status = "completed"
+        for step in range(steps + 1):
+            self.step_reached = step
+            log_layers = step % config.log.every == 0 or step == steps
+            evaluate = step % config.log.eval_every == 0 or step == steps
+            x, y = next(self.batches)
+            outputs = self.model.forward(x, train=True)
+            loss, dlogits = self.loss_fn(outputs, y)
+            row = {"step": step, "train_loss": loss, "lr": config.train.lr}
+            if not math.isfinite(loss):
+                where = self.model.locate_nonfinite() or {"pass": "forward", "layer": "output"}
+                self._diverged(step, where, row)
+                status = "diverged"
+                break
+            self.model.backward(dlogits)
+            stats = self.model.layer_stats() if log_layers else None
+            clipped = clip_gradients(self.grad_list, clip.mode, clip.threshold)
+            row.update(
+                grad_norm=clipped.norm,
+                grad_norm_clipped=clipped.clipped_norm,
+                clip_factor=clipped.factor,
+                clip_cosine=clipped.cosine,
+            )
+            if not clipped.finite:
+                where = self.model.locate_nonfinite() or {"pass": "backward", "layer": "unknown"}
+                self._diverged(step, where, row, stats)
+                status = "diverged"
+                break
+            if step < steps:
+                self.optimizer.step(self.model.params, self.model.grads)
+            if log_layers:
+                if step < steps:
+                    stats["update_ratio"] = self.model.update_ratios(self.optimizer.updates)
+                self._log_layers(step, stats)
+            if evaluate:
+                row["test_loss"], row["test_accuracy"] = self.evaluate()
+                self.final.update(test_loss=row["test_loss"], test_accuracy=row["test_accuracy"])
+            self.final["train_loss"] = loss
+            if log_layers or evaluate:
+                self.writer.log_metrics(row)
+                self.writer.flush()
+            self._progress(step, loss, log_layers)
+            if self.stop.signal_number is not None and step < steps:
+                status = "interrupted"
+                break
+        if self.progress_bar is not None:
+            self.progress_bar.close()
+        return status, self.summary(status)
+
+    def _log_layers(self, step, stats):
+        self.writer.log_layers(step, stats)
+        if self.first_stats is None:
+            self.first_stats = stats
+        self.last_stats, self.last_logged_step = stats, step
+
+    def _diverged(self, step, where, row, stats=None):
+        self.divergence = {"step": step, **where}
+        if stats is not None:
+            self._log_layers(step, stats)
+        self.writer.log_metrics(row)
+        self.writer.flush()
+
+    def _progress(self, step, loss, logged):
+        bar = self.progress_bar
+        if bar is None or step == self.config.train.steps:
+            return
+        bar.update(1)
+        if logged:
+            fit = analysis.fit_factor(self.last_stats["delta_norm"], self.config.analysis.fit_skip)
+            bar.set_postfix(loss=f"{loss:.4g}", M=f"{fit.factor:.3g}", refresh=False)
+
+    def summary(self, status):
+        cfg = self.config.analysis
+        factors, regimes, layers = {}, {}, {}
+        for label, stats, step in (
+            ("init", self.first_stats, 0),
+            ("final", self.last_stats, self.last_logged_step),
+        ):
+            if stats is None:
+                continue
+            factor = analysis.factor_summary(
+                stats["delta_norm"], stats["weight_grad_norm"], cfg.fit_skip, cfg.tol
+            )
+            factors[label] = {"step": step, **factor}
+            regimes[label] = factor["regime"]
+            layers[label] = {
+                "step": step,
+                "weight_grad_norm": stats["weight_grad_norm"],
+                "delta_norm": stats["delta_norm"],
+            }
+        q0 = float(np.mean(np.square(self.dataset.x_train, dtype=np.float64)))
+        return {
+            "name": self.config.name,
+            "status": status,
+            "steps": self.config.train.steps,
+            "step_reached": self.step_reached,
+            "final": self.final,
+            "gradient_factor": factors,
+            "regime": regimes,
+            "theory": predict_theory(self.config, q0),
+            "divergence": self.divergence,
+            "layers": layers,
+        }
+
+
+def resolve_config(config_or_path, overrides=()) -> Config:
+    """A Config from a Config, a mapping or a YAML path, with "key.path=value" overrides."""
+    overrides = list(overrides)
+    if isinstance(config_or_path, Config):
+        if not overrides:
+            return config_or_path
+        return config_from_dict(config_to_dict(config_or_path), overrides)
+    if isinstance(config_or_path, dict):
+        return config_from_dict(config_or_path, overrides)
+    return load_config(config_or_path, overrides)
+
+
+def run_config(
+    config: Config, out: Path | None = None, force: bool = False, progress: bool = False
+) -> Run:
+    """Train ``config`` into ``out`` (default results/<name>) and read the run back."""
+    path = Path(out) if out is not None else DEFAULT_RESULTS_ROOT / config.name
+    prepare_run_dir(path, force)
+    started = time.monotonic()
+    writer = RunWriter(
+        path,
+        dump_config_yaml(config),
+        {"seed": config.seed, "started_at": _now(), "steps": config.train.steps, **versions()},
+    )
+
+    def finish(status, **extra):
+        writer.close(
+            status=status,
+            ended_at=_now(),
+            wall_time_s=round(time.monotonic() - started, 3),
+            step_reached=training.step_reached if training else 0,
+            **extra,
+        )
+
+    training = None
+    with _stop_on_signals() as stop:
+        try:
+            training = _Training(config, writer, stop, progress)
+            with np.errstate(all="ignore"):  # exploding runs overflow on purpose: detected below
+                status, summary = training.run()
+        except KeyboardInterrupt:
+            finish("interrupted")
+            return read_run(path)
+        except GradlabError as error:
+            finish("failed", error=str(error))
+            raise
+        except Exception as error:  # a bug: keep the record, then let it surface
+            finish("failed", error=f"{type(error).__name__}: {error}")
+            raise
+    writer.write_summary(summary)
+    extra = {"divergence": summary["divergence"]} if summary["divergence"] else {}
+    if status == "interrupted":
+        extra["signal"] = signal.Signals(stop.signal_number).name
+    finish(status, **extra)
+    return read_run(path)
+
+
+def run(config_or_path, *, out=None, force=False, progress=False, **overrides) -> Run:
+    """Python API: run an experiment and return its run directory read back.
+
+    ``overrides`` use key paths with "__" for ".", e.g. ``run("c.yaml", train__lr=0.05)``,
+    or pass them as a dict: ``run("c.yaml", **{"model.depth": 10})``.
+    """
+    override_strings = [
+        f"{key.replace('__', '.')}={_yaml_scalar(v)}" for key, v in overrides.items()
+    ]
+    config = resolve_config(config_or_path, override_strings)
+    return run_config(config, out=out, force=force, progress=progress)
+
+
+def _yaml_scalar(value) -> str:
+    """A Python value as the YAML scalar text parse_override reads back."""
+    import json
+
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)

@@ -1,0 +1,156 @@
+"""CLI: every command's --help, outputs, and every class of bad input (exit 2, one line)."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from gradlab.cli import cli
+
+COMMANDS = ["run", "config"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_for_every_command(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    assert "Usage: cli " in result.output or "Usage: gradlab " in result.output
+
+
+def test_top_level_help_lists_commands_and_does_not_import_matplotlib():
+    code = (
+        "import sys; from click.testing import CliRunner; from gradlab.cli import cli; "
+        "r = CliRunner().invoke(cli, ['--help']); print(r.output); "
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for command in COMMANDS:
+        assert command in result.stdout
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run(
+        [sys.executable, "-m", "gradlab", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "gradlab" in result.stdout
+
+
+def test_run_prints_table_sentence_and_machine_line(write_config, tmp_path):
+    result = invoke("run", write_config(), "--out", tmp_path / "r", "--quiet")
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].split()[0] == "layer"
+    assert [line.split()[0] for line in lines[1:7]] == ["1", "2", "3", "4", "5", "6"]
+    last = dict(item.split("=", 1) for item in lines[-1].split())
+    assert last["status"] == "completed"
+    assert last["verdict"] in ("vanishing", "stable", "exploding")
+    assert float(last["M_init"]) > 0
+    assert last["path"] == str(tmp_path / "r")
+    assert any(line.startswith(last["verdict"] + ":") for line in lines)
+
+
+def test_run_set_and_seed_reach_the_config(write_config, tmp_path):
+    out = tmp_path / "r"
+    result = invoke(
+        "run", write_config(), "--out", out, "-q", "--set", "model.depth=3", "--seed", "7"
+    )
+    assert result.exit_code == 0, result.output
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["model"]["depth"] == 3 and resolved["seed"] == 7
+
+
+def test_run_existing_directory_is_exit_2_unless_force(write_config, tmp_path):
+    config = write_config()
+    assert invoke("run", config, "--out", tmp_path / "r", "-q").exit_code == 0
+    again = invoke("run", config, "--out", tmp_path / "r", "-q")
+    assert again.exit_code == 2 and "--force" in again.output
+    assert invoke("run", config, "--out", tmp_path / "r", "-q", "--force").exit_code == 0
+
+
+def test_config_prints_the_fully_resolved_config(write_config):
+    result = invoke("config", write_config(), "--set", "train.lr=0.5")
+    assert result.exit_code == 0
+    resolved = yaml.safe_load(result.output)
+    assert resolved["train"]["lr"] == 0.5
+    assert resolved["model"]["init"] == {"scheme": "normal", "weight_scale": 1.0, "bias_scale": 0.0}
+    assert resolved["analysis"] == {"fit_skip": 0.15, "tol": 0.05}
+
+
+BAD_FILES = {
+    "unknown key": ("model:\n  activaton: tanh\n", ["model.activaton", "did you mean"]),
+    "unknown choice": ("model:\n  norm: btach\n", ["model.norm", "did you mean 'batch'"]),
+    "wrong type": ("model:\n  depth: deep\n", ["model.depth"]),
+    "bool for int": ("model:\n  depth: true\n", ["model.depth"]),
+    "depth < 1": ("model:\n  depth: 0\n", ["model.depth"]),
+    "lr <= 0": ("train:\n  lr: -0.1\n", ["train.lr"]),
+    "batch > n_train": (
+        "data:\n  n_train: 16\ntrain:\n  batch_size: 32\n",
+        ["train.batch_size"],
+    ),
+    "batchnorm batch 1": (
+        "model:\n  norm: batch\ntrain:\n  batch_size: 1\n",
+        ["train.batch_size", "BatchNorm"],
+    ),
+    "yaml syntax": ("model:\n  depth: [1, 2\n", ["line"]),
+    "not a mapping": ("- 1\n- 2\n", ["mapping"]),
+    "unsafe tag": ("name: !!python/object/apply:os.system ['echo hi']\n", ["python/object"]),
+    "escaping name": ("name: ../evil\n", ["name"]),
+    "absolute name": ("name: /tmp/evil\n", ["name"]),
+}
+
+
+@pytest.mark.parametrize("command", ["run", "config"])
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_config_is_one_line_exit_2_and_writes_nothing(case, command, in_tmp):
+    text, fragments = BAD_FILES[case]
+    path = in_tmp / "bad.yaml"
+    path.write_text(text)
+    result = invoke(command, path)
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert "\n" not in message and "Traceback" not in message, message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["bad.yaml"]  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--set", "train.lrr=0.1"], "did you mean 'lr'"),
+        (["--set", "train.lr"], "train.lr"),
+        (["--set", "model.activation=gelu"], "model.activation"),
+        (["--set", "train.batch_size=huge"], "train.batch_size"),
+    ],
+)
+def test_bad_set_is_exit_2(args, fragment, write_config, in_tmp):
+    result = invoke("run", write_config(), "-q", *args)
+    assert result.exit_code == 2
+    assert fragment in result.output and "\n" not in result.output.strip()
+    assert not (in_tmp / "results").exists()
+
+
+def test_missing_and_directory_config_are_exit_2(in_tmp):
+    for path in (in_tmp / "nope.yaml", in_tmp):
+        result = invoke("run", path)
+        assert result.exit_code == 2 and "\n" not in result.output.strip()
+
+
+def test_real_process_error_has_no_traceback(tmp_path):
+    (tmp_path / "bad.yaml").write_text("model:\n  depht: 3\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "gradlab", "run", str(tmp_path / "bad.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "did you mean 'depth'" in result.stderr

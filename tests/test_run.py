@@ -1,0 +1,248 @@
+"""`gradlab run` and the run directory: contents, clipping, divergence, signals, determinism."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+import gradlab
+from gradlab.config import config_from_dict
+from gradlab.results import read_run
+from gradlab.runner import _Training, run_config
+
+
+def _run(write_config, tmp_path, changes=None, out="run"):
+    config_path = write_config(changes)
+    return gradlab.run(config_path, out=tmp_path / out)
+
+
+def test_run_writes_every_file(write_config, tmp_path):
+    run = _run(write_config, tmp_path)
+    assert run.status == "completed"
+    for name in ("config.yaml", "meta.json", "metrics.csv", "layers.csv", "summary.json"):
+        assert (run.path / name).is_file(), name
+    meta = run.meta
+    assert meta["status"] == "completed" and meta["step_reached"] == 20 and meta["seed"] == 0
+    assert {"gradlab", "numpy", "python", "started_at", "ended_at", "wall_time_s"} <= set(meta)
+    # logged steps: every 5 and the final pass; evaluation steps 0, 10, 20
+    np.testing.assert_array_equal(run.metrics["step"], [0, 5, 10, 15, 20])
+    assert np.isnan(run.metrics["test_loss"][[1, 3]]).all()
+    assert np.isfinite(run.metrics["test_loss"][[0, 2, 4]]).all()
+    assert len(run.layers["step"]) == 5 * 6
+    np.testing.assert_array_equal(run.layers["layer"][:6], np.arange(1, 7))
+    # the resolved config is complete and loads back to the same config
+    resolved = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert resolved["train"]["clip"] == {"mode": "none", "threshold": 1.0}
+    assert config_from_dict(resolved).model.depth == 6
+    summary = run.summary
+    assert summary["final"]["train_loss"] == pytest.approx(run.metrics["train_loss"][-1])
+    assert set(summary["gradient_factor"]) == {"init", "final"}
+    assert summary["divergence"] is None
+
+
+def test_steps_zero_measures_initialization_only(write_config, tmp_path):
+    run = _run(write_config, tmp_path, {"train.steps": 0})
+    assert run.status == "completed"
+    np.testing.assert_array_equal(run.metrics["step"], [0])
+    assert len(run.layers["step"]) == 6
+    assert (run.layers["weight_grad_norm"] > 0).all()
+    assert np.isnan(run.layers["update_ratio"]).all()  # no update was made
+    assert run.summary["gradient_factor"]["init"]["delta"] == pytest.approx(
+        run.summary["gradient_factor"]["final"]["delta"]
+    )
+
+
+def test_same_config_and_seed_are_byte_identical(write_config, tmp_path):
+    a = _run(write_config, tmp_path, out="a")
+    b = _run(write_config, tmp_path, out="b")
+    for name in ("metrics.csv", "layers.csv", "summary.json"):
+        assert (a.path / name).read_bytes() == (b.path / name).read_bytes(), name
+    c = gradlab.run(write_config(), out=tmp_path / "c", seed=1)
+    assert (a.path / "metrics.csv").read_bytes() != (c.path / "metrics.csv").read_bytes()
+
+
+def _training(changes):
+    mapping = {"name": "t", **yaml.safe_load(yaml.safe_dump(SMALL_MAPPING))}
+    config = config_from_dict(mapping, [f"{k}={v}" for k, v in changes.items()])
+
+    class Sink:
+        def log_metrics(self, row):
+            pass
+
+        def log_layers(self, step, stats):
+            pass
+
+        def flush(self):
+            pass
+
+    return _Training(config, Sink(), stop=type("S", (), {"signal_number": None})(), progress=False)
+
+
+SMALL_MAPPING = {
+    "data": {"n_train": 128, "n_test": 64, "input_dim": 8},
+    "model": {"depth": 4, "width": 16},
+    "train": {"steps": 3, "batch_size": 32},
+}
+
+
+def test_full_batch_uses_the_whole_training_set_every_step():
+    training = _training({"train.batch_size": "full"})
+    x, y = next(training.batches)
+    assert x is training.dataset.x_train and y is training.dataset.y_train
+    minibatch = _training({"train.batch_size": 32})
+    seen = np.concatenate([next(minibatch.batches)[0] for _ in range(4)])
+    # one epoch of minibatches is a permutation of the training set
+    np.testing.assert_array_equal(np.sort(seen, axis=0), np.sort(minibatch.dataset.x_train, axis=0))
+
+
+def test_full_batch_gradient_descent_decreases_the_loss_monotonically(write_config, tmp_path):
+    run = _run(
+        write_config,
+        tmp_path,
+        {"train.batch_size": "full", "train.lr": 0.05, "log.every": 1, "model.depth": 3},
+    )
+    assert (np.diff(run.metrics["train_loss"]) < 0).all()
+
+
+def test_batchnorm_test_loss_uses_running_statistics():
+    training = _training({"model.norm": "batch"})
+    training.run()
+    x_test, y_test = training.dataset.x_test, training.dataset.y_test
+    eval_loss, _ = training.evaluate()
+    assert eval_loss == training.loss_fn(training.model.forward(x_test, train=False), y_test)[0]
+    batch_loss = training.loss_fn(training.model.forward(x_test, train=True), y_test)[0]
+    assert eval_loss != batch_loss
+
+
+@pytest.mark.parametrize("mode", ["norm", "layer_norm", "value"])
+def test_each_clip_mode_bounds_the_gradient(mode, write_config, tmp_path):
+    threshold = 0.05
+    run = _run(
+        write_config,
+        tmp_path,
+        {"train.clip": {"mode": mode, "threshold": threshold}, "log.every": 1},
+    )
+    m = run.metrics
+    assert (m["clip_factor"] <= 1.0).all()
+    assert (m["clip_factor"] < 1.0).any(), "the threshold is low enough to clip"
+    if mode == "norm":
+        assert (m["grad_norm_clipped"] <= threshold).all()
+        np.testing.assert_allclose(m["clip_cosine"], 1.0)
+    elif mode == "layer_norm":
+        n_tensors = 2 * (6 + 1)  # weight and bias of 6 hidden layers and the output layer
+        assert (m["grad_norm_clipped"] <= threshold * math.sqrt(n_tensors)).all()
+    else:
+        assert (m["clip_cosine"][m["clip_factor"] < 1] < 1.0).all()
+    np.testing.assert_allclose(m["grad_norm_clipped"], m["grad_norm"] * m["clip_factor"], rtol=1e-9)
+
+
+def test_no_clipping_reports_factor_one(write_config, tmp_path):
+    m = _run(write_config, tmp_path).metrics
+    np.testing.assert_array_equal(m["clip_factor"], 1.0)
+    np.testing.assert_array_equal(m["grad_norm_clipped"], m["grad_norm"])
+
+
+def test_divergence_is_a_result_with_step_pass_and_layer(write_config, tmp_path):
+    run = _run(
+        write_config,
+        tmp_path,
+        {
+            "model.activation": "relu",
+            "model.init.weight_scale": 10.0,
+            "train.lr": 10.0,
+            "train.steps": 50,
+            "log.every": 1,
+        },
+    )
+    assert run.status == "diverged"
+    divergence = run.summary["divergence"]
+    assert divergence == run.meta["divergence"]
+    assert divergence["pass"] in ("forward", "backward")
+    assert divergence["layer"] == "output" or 1 <= divergence["layer"] <= 6
+    assert 0 < divergence["step"] < 50
+    assert run.metrics["step"][-1] == divergence["step"]
+    last = run.metrics
+    assert not (math.isfinite(last["train_loss"][-1]) and math.isfinite(last["grad_norm"][-1]))
+    json.loads((run.path / "summary.json").read_text())  # strict JSON despite inf/nan
+
+
+def test_existing_output_directory_needs_force(write_config, tmp_path):
+    from gradlab.errors import GradlabError
+
+    _run(write_config, tmp_path)
+    with pytest.raises(GradlabError, match="--force"):
+        _run(write_config, tmp_path)
+    run = gradlab.run(write_config({"train.steps": 5}), out=tmp_path / "run", force=True)
+    assert run.meta["step_reached"] == 5
+
+
+def test_python_api_overrides_and_default_location(write_config, in_tmp):
+    run = gradlab.run(write_config(), train__steps=4, **{"model.depth": 5})
+    assert run.path.resolve() == (in_tmp / "results" / "small").resolve()
+    assert run.meta["step_reached"] == 4
+    assert len(run.summary["layers"]["init"]["weight_grad_norm"]) == 5
+
+
+def test_config_object_runs_too(tmp_path):
+    config = config_from_dict({"name": "obj", **SMALL_MAPPING})
+    run = run_config(config, out=tmp_path / "obj")
+    assert run.status == "completed" and run.name == "obj"
+
+
+def _spawn_run(config_path, out, extra_env=None):
+    env = {**os.environ, **(extra_env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gradlab", "run", str(config_path), "--out", str(out), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+def _wait_for_rows(path, rows=3, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count("\n") > rows:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never got {rows} rows")
+
+
+LONG_RUN = {"train.steps": 1_000_000, "log.every": 1, "log.eval_every": 1000}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_marks_the_run_interrupted(sig, write_config, tmp_path):
+    process = _spawn_run(write_config(LONG_RUN), tmp_path / "run")
+    _wait_for_rows(tmp_path / "run" / "metrics.csv")
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr.decode()
+    run = read_run(tmp_path / "run")
+    assert run.status == "interrupted" and run.meta["signal"] == signal.Signals(sig).name
+    assert run.summary is not None and run.problems == []
+    assert run.metrics["step"][-1] == run.meta["step_reached"]
+    assert b"Traceback" not in stderr
+
+
+def test_kill_9_leaves_readable_files_marked_running(write_config, tmp_path):
+    process = _spawn_run(write_config(LONG_RUN), tmp_path / "run")
+    _wait_for_rows(tmp_path / "run" / "layers.csv", rows=30)
+    process.kill()
+    process.communicate(timeout=30)  # reaps the process and closes its pipes
+    run = read_run(tmp_path / "run")
+    assert run.status == "running"
+    assert any("incomplete" in problem for problem in run.problems)
+    steps = run.metrics["step"]
+    assert steps.size >= 3 and (np.diff(steps) == 1).all()
+    # every logged step has all of its layer rows (rows are flushed per step, whole)
+    _, counts = np.unique(run.layers["step"], return_counts=True)
+    assert (counts[:-1] == 6).all() and counts[-1] <= 6
+    assert yaml.safe_load((run.path / "config.yaml").read_text())["name"] == "small"
