@@ -270,10 +270,18 @@ def read_run(path) -> Run:
         meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         meta, problems = {"status": "unknown"}, [f"meta.json unreadable: {error}"]
-    config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
+    try:
+        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        config, problems = None, [*problems, f"config.yaml unreadable: {error}"]
+    if not isinstance(config, dict):
+        config = {}
     summary = None
     if (path / "summary.json").exists():
-        summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+        try:
+            summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            problems.append(f"summary.json unreadable: {error}")
     if meta.get("status") == "running":
         problems.append("incomplete: meta.json still says running (killed, or still going)")
     return Run(

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import yaml
 
@@ -35,3 +37,9 @@ def in_tmp(tmp_path, monkeypatch):
     """Run inside tmp_path so the default results/ folder lands there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def small_config():
+    """A fresh copy of SMALL, for tests that build configs in Python."""
+    return copy.deepcopy(SMALL)
