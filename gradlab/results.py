@@ -36,6 +36,7 @@ METRIC_COLUMNS = (
     "train_loss",
     "test_loss",
     "test_accuracy",
+    "train_eval_loss",
     "grad_norm",
     "grad_norm_clipped",
     "clip_factor",

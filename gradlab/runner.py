@@ -150,7 +150,9 @@ class _Training:
         self.first_stats = None
         self.last_stats = None
         self.last_logged_step = None
-        self.final = {"train_loss": math.nan, "test_loss": math.nan, "test_accuracy": math.nan}
+        self.final = dict.fromkeys(
+            ("train_loss", "test_loss", "test_accuracy", "train_eval_loss"), math.nan
+        )
         self.divergence = None
         self.step_reached = 0
         self.progress_bar = None
@@ -160,10 +162,15 @@ class _Training:
             self.progress_bar = tqdm(total=train.steps, file=sys.stderr, unit="step", leave=False)
 
     def evaluate(self):
+        """Test loss and accuracy, and the loss on (up to 1024) training samples, all in eval
+        mode: with BatchNorm, train_loss (batch statistics) against train_eval_loss (running
+        averages) on the same kind of data shows what the switch of statistics costs."""
         outputs = self.model.forward(self.dataset.x_test, train=False)
         loss, _ = self.loss_fn(outputs, self.dataset.y_test)
         acc = accuracy(outputs, self.dataset.y_test, self.config.data.task, self.loss_name)
-        return loss, acc
+        x_train, y_train = self.dataset.x_train[:1024], self.dataset.y_train[:1024]
+        train_eval_loss, _ = self.loss_fn(self.model.forward(x_train, train=False), y_train)
+        return loss, acc, train_eval_loss
 
     def run(self):
         config = self.config
@@ -203,8 +210,12 @@ class _Training:
                     stats["update_ratio"] = self.model.update_ratios(self.optimizer.updates)
                 self._log_layers(step, stats)
             if evaluate:
-                row["test_loss"], row["test_accuracy"] = self.evaluate()
-                self.final.update(test_loss=row["test_loss"], test_accuracy=row["test_accuracy"])
+                row["test_loss"], row["test_accuracy"], row["train_eval_loss"] = self.evaluate()
+                self.final.update(
+                    test_loss=row["test_loss"],
+                    test_accuracy=row["test_accuracy"],
+                    train_eval_loss=row["train_eval_loss"],
+                )
             self.final["train_loss"] = loss
             if log_layers or evaluate:
                 self.writer.log_metrics(row)

@@ -35,6 +35,9 @@ def test_run_writes_every_file(write_config, tmp_path):
     np.testing.assert_array_equal(run.metrics["step"], [0, 5, 10, 15, 20])
     assert np.isnan(run.metrics["test_loss"][[1, 3]]).all()
     assert np.isfinite(run.metrics["test_loss"][[0, 2, 4]]).all()
+    assert np.isfinite(run.metrics["train_eval_loss"][[0, 2, 4]]).all()
+    assert np.isnan(run.metrics["train_eval_loss"][[1, 3]]).all()
+    assert run.summary["final"]["train_eval_loss"] == run.metrics["train_eval_loss"][-1]
     assert len(run.layers["step"]) == 5 * 6
     np.testing.assert_array_equal(run.layers["layer"][:6], np.arange(1, 7))
     # the resolved config is complete and loads back to the same config
@@ -115,8 +118,13 @@ def test_batchnorm_test_loss_uses_running_statistics():
     training = _training({"model.norm": "batch"})
     training.run()
     x_test, y_test = training.dataset.x_test, training.dataset.y_test
-    eval_loss, _ = training.evaluate()
+    running_mean = training.model.buffers["layer1.norm.running_mean"].copy()
+    eval_loss, _, train_eval_loss = training.evaluate()
     assert eval_loss == training.loss_fn(training.model.forward(x_test, train=False), y_test)[0]
+    x_train, y_train = training.dataset.x_train, training.dataset.y_train
+    expected = training.loss_fn(training.model.forward(x_train, train=False), y_train)[0]
+    assert train_eval_loss == expected  # n_train = 128 <= 1024: the whole training set
+    np.testing.assert_array_equal(training.model.buffers["layer1.norm.running_mean"], running_mean)
     batch_loss = training.loss_fn(training.model.forward(x_test, train=True), y_test)[0]
     assert eval_loss != batch_loss
 
