@@ -69,7 +69,7 @@ def clip_by_layer_norm(grads: Sequence[np.ndarray], max_norm: float) -> ClipResu
     """Clip each tensor to norm <= max_norm on its own (Keras ``clipnorm``)."""
     norms = [l2_norm(g) for g in grads]
     norm = combine_norms(norms)
-    if not math.isfinite(norm):
+    if norm == 0.0 or not math.isfinite(norm):  # all zero: nothing to clip (and no 0/0)
         return _unchanged(norm)
     clipped_norms, inner = [], 0.0  # inner = <clipped, original> / ||original||
     for g, tensor_norm in zip(grads, norms, strict=True):

@@ -28,7 +28,8 @@ def l2_norm(array: np.ndarray) -> float:
         return 0.0
     if flat.dtype != np.float64:
         flat = flat.astype(np.float64)
-    sum_of_squares = float(np.dot(flat, flat))
+    with np.errstate(over="ignore", under="ignore"):  # out-of-range sums take the slow path
+        sum_of_squares = float(np.dot(flat, flat))
     if _SAFE_LOW < sum_of_squares < _SAFE_HIGH:
         return math.sqrt(sum_of_squares)
     return _scaled_norm(flat)
