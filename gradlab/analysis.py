@@ -76,7 +76,8 @@ def fit_factor(norms: Sequence[float], fit_skip: float = 0.15) -> FactorFit:
     intercept = float(y.mean() - slope * x.mean())
     residual = float(np.sum((y - (intercept + slope * x)) ** 2))
     total = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 if total == 0 else max(0.0, 1.0 - residual / total)
+    rounding = 1e-24 * y.size * (1.0 + float(np.max(np.abs(y)))) ** 2  # equal norms, up to ulps
+    r2 = 1.0 if total <= rounding else max(0.0, 1.0 - residual / total)
     spread = float((y[0] - y[-1]) / math.log(10))
     factor = math.exp(-slope) if -slope < 709 else math.inf
     return FactorFit(factor, slope, intercept, r2, (first, last), n_used, n_excluded, spread, depth)

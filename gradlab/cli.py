@@ -86,12 +86,80 @@ def config_command(config_path, overrides):
     click.echo(dump_config_yaml(config), nl=False)
 
 
+@cli.command("theory")
+@click.option(
+    "--activation",
+    type=click.Choice(["sigmoid", "tanh", "relu", "linear"]),
+    default="sigmoid",
+    show_default=True,
+)
+@click.option("--weight-scale", type=float, required=True, help="sigma_w: W ~ N(0, sigma_w^2/n).")
+@click.option("--bias-scale", type=float, default=0.0, show_default=True, help="sigma_b.")
+@click.option(
+    "--norm", type=click.Choice(["none", "batch", "layer"]), default="none", show_default=True
+)
+@click.option("--batch-size", type=click.IntRange(min=1), help="For --norm batch.")
+@click.option("--q0", type=float, default=1.0, show_default=True, help="Mean squared input.")
+@click.option("--tol", type=float, default=0.05, show_default=True, help="Verdict tolerance.")
+def theory_command(activation, weight_scale, bias_scale, norm, batch_size, q0, tol):
+    """Mean-field prediction at initialization: q*, chi_1, the factor M, regime, critical
+    weight scale."""
+    from gradlab import theory
+
+    if weight_scale < 0 or bias_scale < 0 or q0 < 0:
+        raise UserError("--weight-scale, --bias-scale and --q0 must be >= 0")
+    prediction = theory.predict(
+        activation, weight_scale, bias_scale, norm=norm, q0=q0, batch_size=batch_size, tol=tol
+    )
+    critical = prediction.critical_weight_scale
+    lines = [
+        f"activation={activation} weight_scale={_number(weight_scale, '.6g')} "
+        f"bias_scale={_number(bias_scale, '.6g')} norm={norm}"
+        + (f" batch_size={batch_size}" if batch_size else ""),
+        "q*                     "
+        + (
+            "inf (q grows without bound)"
+            if prediction.q_star == math.inf
+            else _number(prediction.q_star, ".6g")
+        ),
+        f"chi_1                  {_number(prediction.chi_1, '.6g')}",
+        f"predicted factor M     {_number(prediction.factor, '.6g')}",
+        f"regime                 {prediction.regime}",
+        "critical weight scale  "
+        + (_number(critical, ".6g") if critical is not None else "none (M does not depend on it)"),
+        f"basis                  {prediction.reason}",
+    ]
+    click.echo("\n".join(lines))
+
+
+@cli.command("summary")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="PATH...")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+def summary_command(paths, fmt):
+    """One row per run under PATH...: status, the config keys that differ, M at init and final,
+    theory, verdict, final losses. The csv is ready for pandas.read_csv."""
+    from gradlab.report import summarize
+
+    try:
+        click.echo(summarize(paths, fmt), nl=False)
+    except GradlabError as error:
+        _fail(error)
+
+
 def _number(value, spec=".3g"):
     return "nan" if value is None or not math.isfinite(value) else format(value, spec)
 
 
 def format_run_report(run, max_rows: int = 24) -> str:
-    """The end-of-run stdout: per-layer gradient norms (init, end), a sentence, a key=value line."""
+    """The end-of-run stdout: per-layer gradient norms (init, end), the verdict sentences, M
+    against theory, and a key=value line. ``verdict`` is the regime at initialization (what
+    theory predicts); ``verdict_final`` the regime of the trained network."""
     summary = run.summary or {}
     layers = summary.get("layers", {})
     init = layers.get("init", {}).get("weight_grad_norm", [])
@@ -109,13 +177,14 @@ def format_run_report(run, max_rows: int = 24) -> str:
         end = final[i] if i < len(final) else None
         lines.append(f"{i + 1:>5}  {_number(init[i], '.3e'):>12}  {_number(end, '.3e'):>16}")
     factors = summary.get("gradient_factor", {})
+    at_init, at_end = factors.get("init") or {}, factors.get("final") or {}
+    m_init, m_final = at_init.get("delta"), at_end.get("delta")
     theory = summary.get("theory") or {}
-    m_init = factors.get("init", {}).get("delta")
-    m_final = factors.get("final", {}).get("delta")
     predicted = theory.get("factor") if theory.get("applicable") else None
-    last = factors.get("final") or factors.get("init") or {}
-    if last.get("sentence"):
-        lines.append(last["sentence"])
+    if at_init.get("sentence"):
+        lines.append(f"at init: {at_init['sentence']}")
+    if at_end.get("sentence") and at_end.get("step") != at_init.get("step"):
+        lines.append(f"at step {at_end['step']}: {at_end['sentence']}")
     if predicted is not None:
         lines.append(
             f"measured M at init {_number(m_init, '.4g')}, mean-field theory "
@@ -127,10 +196,10 @@ def format_run_report(run, max_rows: int = 24) -> str:
             f"diverged at step {d['step']}: non-finite {d.get('quantity', 'value')} in the "
             f"{d['pass']} pass, layer {d['layer']}"
         )
-    verdict = last.get("regime", "unknown")
     lines.append(
         f"status={run.status} M_init={_number(m_init, '.4g')} M_final={_number(m_final, '.4g')} "
-        f"theory={_number(predicted, '.4g')} verdict={verdict} path={run.path}"
+        f"theory={_number(predicted, '.4g')} verdict={at_init.get('regime', 'unknown')} "
+        f"verdict_final={at_end.get('regime', 'unknown')} path={run.path}"
     )
     return "\n".join(lines)
 
@@ -144,7 +213,9 @@ def format_run_report(run, max_rows: int = 24) -> str:
 @click.option("--out", type=click.Path(file_okay=False), help="Sweep folder (results/<name>).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def sweep_command(spec_path, jobs, shard, dry_run, retry_failed, out, quiet):
-    """Run every point of the sweep spec SWEEP (YAML: base, grid, zip, seeds); resumable.
+    """Run all points of a sweep spec; resumable.
+
+    SWEEP is a YAML file: name, base (or config), grid, zip, seeds; see docs/sweeps.md.
 
     Points already completed or diverged are skipped; killed or interrupted ones re-run.
     On SLURM: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT with --array=0-(N-1).
@@ -169,6 +240,33 @@ def sweep_command(spec_path, jobs, shard, dry_run, retry_failed, out, quiet):
         sys.exit(EXIT_INTERRUPTED)
     if report.failures:
         sys.exit(1)
+
+
+@cli.command("plot")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option(
+    "--format", "fmt", type=click.Choice(["png", "pdf", "svg"]), default="png", show_default=True
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Folder for the figures (default <run>/plots)."
+)
+def plot_command(paths, fmt, out):
+    """Draw the figures of each run at or below PATH (a run or a folder of runs).
+
+    Per run: gradient norm by layer with the fitted and theoretical M, a layer x step
+    heatmap, loss, clipping and saturation. For several runs also comparisons and, when
+    exactly two numeric config keys vary, a phase diagram. Prints each file written.
+    """
+    from gradlab.plots import plot_paths  # matplotlib only for this command
+
+    try:
+        written, warnings = plot_paths(paths, fmt=fmt, out=out)
+    except GradlabError as error:
+        _fail(error)
+    for message in warnings:
+        click.echo(f"warning: {message}", err=True)
+    for path in written:
+        click.echo(str(path))
 
 
 def main():

@@ -18,6 +18,7 @@ RESULT_COLUMNS = (
     "M_final",
     "M_theory",
     "verdict",
+    "verdict_final",
     "train_loss",
     "test_loss",
     "test_accuracy",
@@ -40,7 +41,6 @@ def summary_rows(paths) -> tuple[list[str], list[dict]]:
         factors = summary.get("gradient_factor", {})
         theory = summary.get("theory") or {}
         final = summary.get("final") or {}
-        last = factors.get("final") or factors.get("init") or {}
         flat = flatten(run.config)
         rows.append(
             {
@@ -50,7 +50,8 @@ def summary_rows(paths) -> tuple[list[str], list[dict]]:
                 "M_init": factors.get("init", {}).get("delta"),
                 "M_final": factors.get("final", {}).get("delta"),
                 "M_theory": theory.get("factor") if theory.get("applicable") else None,
-                "verdict": last.get("regime", "unknown"),
+                "verdict": factors.get("init", {}).get("regime", "unknown"),
+                "verdict_final": factors.get("final", {}).get("regime", "unknown"),
                 "train_loss": final.get("train_loss"),
                 "test_loss": final.get("test_loss"),
                 "test_accuracy": final.get("test_accuracy"),

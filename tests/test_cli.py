@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from gradlab.cli import cli
 
-COMMANDS = ["run", "config"]
+COMMANDS = ["run", "config", "theory", "summary", "plot", "sweep"]
 
 
 def invoke(*args):
@@ -53,7 +53,12 @@ def test_run_prints_table_sentence_and_machine_line(write_config, tmp_path):
     assert last["verdict"] in ("vanishing", "stable", "exploding")
     assert float(last["M_init"]) > 0
     assert last["path"] == str(tmp_path / "r")
-    assert any(line.startswith(last["verdict"] + ":") for line in lines)
+    assert f"at init: {last['verdict']}: the gradient " in result.output
+    assert f"at step 20: {last['verdict_final']}: the gradient " in result.output
+    summary = yaml.safe_load((tmp_path / "r" / "summary.json").read_text())
+    assert last["verdict"] == summary["regime"]["init"]
+    assert last["verdict_final"] == summary["regime"]["final"]
+    assert last["M_init"] == format(summary["gradient_factor"]["init"]["delta"], ".4g")
 
 
 def test_run_set_and_seed_reach_the_config(write_config, tmp_path):

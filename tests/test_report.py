@@ -47,6 +47,7 @@ def test_table_has_one_row_per_run_and_the_differing_keys(runs):
         "M_final",
         "M_theory",
         "verdict",
+        "verdict_final",
         "train_loss",
         "test_loss",
         "test_accuracy",
