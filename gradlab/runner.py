@@ -203,19 +203,19 @@ class _Training:
                 self._diverged(step, where, row, stats)
                 status = "diverged"
                 break
-            if step < steps:
-                self.optimizer.step(self.model.params, self.model.grads)
-            if log_layers:
-                if step < steps:
-                    stats["update_ratio"] = self.model.update_ratios(self.optimizer.updates)
-                self._log_layers(step, stats)
-            if evaluate:
+            if evaluate:  # before the update, like everything else logged for this step
                 row["test_loss"], row["test_accuracy"], row["train_eval_loss"] = self.evaluate()
                 self.final.update(
                     test_loss=row["test_loss"],
                     test_accuracy=row["test_accuracy"],
                     train_eval_loss=row["train_eval_loss"],
                 )
+            if step < steps:
+                self.optimizer.step(self.model.params, self.model.grads)
+            if log_layers:
+                if step < steps:
+                    stats["update_ratio"] = self.model.update_ratios(self.optimizer.updates)
+                self._log_layers(step, stats)
             self.final["train_loss"] = loss
             if log_layers or evaluate:
                 self.writer.log_metrics(row)

@@ -254,3 +254,12 @@ def test_kill_9_leaves_readable_files_marked_running(write_config, tmp_path):
     _, counts = np.unique(run.layers["step"], return_counts=True)
     assert (counts[:-1] == 6).all() and counts[-1] <= 6
     assert yaml.safe_load((run.path / "config.yaml").read_text())["name"] == "small"
+
+
+def test_step_0_is_measured_before_any_update(write_config, tmp_path):
+    """Every column of row s (train and test loss alike) sees the parameters after s updates."""
+    untrained = _run(write_config, tmp_path, {"train.steps": 0}, out="steps0")
+    trained = _run(write_config, tmp_path, {"train.steps": 10, "log.eval_every": 1}, out="steps10")
+    for column in ("train_loss", "test_loss", "train_eval_loss", "grad_norm"):
+        assert trained.metrics[column][0] == untrained.metrics[column][0], column
+    assert trained.metrics["test_loss"][1] != trained.metrics["test_loss"][0]
