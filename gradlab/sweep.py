@@ -3,6 +3,8 @@
 ```yaml
 name: phase-diagram
 base: ../configs/demo.yaml               # relative to this file; or an inline `config:` mapping
+set:                                     # optional: the same overrides for every point
+  train.steps: 100
 grid:                                    # full cross product, first key slowest
   model.init.weight_scale: [1, 2, 4, 8]
   model.depth: {range: [10, 60, 10]}     # start, stop (exclusive), step; floats allowed
@@ -60,7 +62,7 @@ from gradlab.config import (
 from gradlab.errors import ConfigError, GradlabError
 from gradlab.results import RUN_FILES, atomic_write_json, is_run_dir
 
-SPEC_KEYS = ("name", "base", "config", "grid", "zip", "seeds")
+SPEC_KEYS = ("name", "base", "config", "set", "grid", "zip", "seeds")
 DEFAULT_RESULTS_ROOT = Path("results")
 DONE_STATUSES = ("completed", "diverged")
 MAX_AXIS_LENGTH = 10_000  # a range with a tiny step is a typo, not a sweep
@@ -132,6 +134,10 @@ def expand_sweep(spec: Any, spec_path: Path | None = None, out: str | Path | Non
         )
     name = _sweep_name(spec, spec_path)
     base_mapping, base_path = _base(spec, spec_path)
+    fixed = spec.get("set") or {}
+    if not isinstance(fixed, Mapping):
+        raise ConfigError(f"set: must be a mapping of key.path: value, got {fixed!r}", "set")
+    base_mapping = apply_overrides(base_mapping, fixed, "set")
     axes = _axes(spec)
     labels = _labels([key for keys, _ in axes for key in keys])
     points = []

@@ -190,6 +190,19 @@ def test_base_is_relative_to_the_spec_file_and_config_is_an_alternative(tmp_path
         sweep.expand_sweep({"name": "t", "seeds": [0]})
 
 
+def test_set_applies_fixed_overrides_to_every_point_without_naming_them():
+    expanded = sweep.expand_sweep(
+        spec(set={"train.steps": 7, "model.width": 5}, grid={"model.depth": [2, 3]})
+    )
+    assert [point.name for point in expanded.points] == ["depth=2", "depth=3"]
+    assert all(point.config.train.steps == 7 for point in expanded.points)
+    assert all(point.config.model.width == 5 for point in expanded.points)
+    with pytest.raises(ConfigError, match="did you mean 'steps'"):
+        sweep.expand_sweep(spec(set={"train.step": 7}, seeds=[0]))
+    with pytest.raises(ConfigError, match="set: must be a mapping"):
+        sweep.expand_sweep(spec(set=[1], seeds=[0]))
+
+
 def test_sweep_name_defaults_to_the_file_stem(write_spec):
     loaded = sweep.load_sweep(write_spec({"config": TINY, "seeds": [0]}, name="my-sweep.yaml"))
     assert loaded.name == "my-sweep" and str(loaded.root) == os.path.join("results", "my-sweep")

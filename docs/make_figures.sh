@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Regenerate docs/figures/ -- every figure and number in docs/tutorial.md -- from configs/.
+# Usage: docs/make_figures.sh        (about 3 minutes on 2 cores; `make figures` does the same)
+# Runs go to results/tutorial/ (git-ignored); the printed reports to results/tutorial/*.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ -x .venv/bin/gradlab ]]; then GRADLAB=.venv/bin/gradlab; else GRADLAB=gradlab; fi
+OUT=results/tutorial
+FIG=docs/figures
+mkdir -p "$OUT" "$FIG"
+
+run() {  # run CONFIG FOLDER [--set ...]: one experiment, its report kept next to it
+    local config=$1 folder=$2
+    shift 2
+    $GRADLAB run "configs/$config.yaml" --out "$OUT/$folder" --force --quiet "$@" \
+        | tee "$OUT/${folder//\//_}.txt"
+}
+figure() {  # figure SOURCE.png NAME: copy one figure into docs/figures/
+    cp "$OUT/$1" "$FIG/$2.png"
+}
+
+# 1. vanishing, exploding, critical: the per-layer factor M against theory
+run vanishing flow/vanishing
+run critical flow/critical
+run exploding flow/exploding
+$GRADLAB theory --activation sigmoid --weight-scale 4 | tee "$OUT/theory_4.txt"
+$GRADLAB theory --activation sigmoid --weight-scale 14 | tee "$OUT/theory_14.txt"
+$GRADLAB plot "$OUT/flow" > /dev/null
+figure flow/vanishing/plots/gradient_by_layer.png vanishing_gradient_by_layer
+figure flow/vanishing/plots/gradient_heatmap.png vanishing_heatmap
+figure flow/exploding/plots/gradient_by_layer.png exploding_gradient_by_layer
+figure flow/exploding/plots/loss.png exploding_loss
+figure flow/critical/plots/gradient_by_layer.png critical_gradient_by_layer
+figure flow/plots/compare_gradient_by_layer.png flow_compare
+
+# 2. clipping the exploding network: by norm keeps the direction, by value does not
+run exploding clipping/none
+run clip_norm clipping/norm
+run clip_value clipping/value
+$GRADLAB plot "$OUT/clipping" > /dev/null
+figure clipping/norm/plots/clipping.png clip_norm_clipping
+figure clipping/value/plots/clipping.png clip_value_clipping
+figure clipping/plots/compare_loss.png clipping_loss
+
+# 3. input normalization
+run input_raw input/raw
+run input_norm input/normalized
+$GRADLAB plot "$OUT/input" > /dev/null
+figure input/plots/compare_loss.png input_loss
+figure input/raw/plots/saturation.png input_raw_saturation
+
+# 4. BatchNorm and LayerNorm against the plain network
+run vanishing normalization/none
+run batchnorm normalization/batch
+run layernorm normalization/layer
+$GRADLAB plot "$OUT/normalization" > /dev/null
+figure normalization/plots/compare_gradient_by_layer.png normalization_gradient_by_layer
+figure normalization/plots/compare_loss.png normalization_loss
+figure normalization/batch/plots/loss.png batchnorm_loss
+
+# 5. full-batch gradient descent against minibatch SGD
+$GRADLAB sweep configs/sweeps/gd_vs_sgd.yaml --out "$OUT/gd_vs_sgd" --quiet | tee "$OUT/gd_vs_sgd.txt"
+$GRADLAB summary "$OUT/gd_vs_sgd" | tee "$OUT/gd_vs_sgd_summary.txt"
+$GRADLAB plot "$OUT/gd_vs_sgd" > /dev/null
+figure gd_vs_sgd/plots/compare_loss.png gd_vs_sgd_loss
+
+# 6. the phase diagram: weight scale x depth
+$GRADLAB sweep configs/sweeps/phase_diagram.yaml --out "$OUT/phase_diagram" --quiet \
+    | tee "$OUT/phase_diagram.txt"
+$GRADLAB summary "$OUT/phase_diagram" | tee "$OUT/phase_diagram_summary.txt"
+$GRADLAB plot "$OUT/phase_diagram" > /dev/null
+figure phase_diagram/plots/phase_factor.png phase_diagram
+
+echo "figures in $FIG/, reports in $OUT/"

@@ -1,0 +1,158 @@
+"""Every claim of the lecture (and of docs/tutorial.md), checked on the configs/ library.
+
+Steps are shortened with overrides where the effect survives: M at initialization needs no
+training at all (steps 0), divergence needs the steps up to where it happens.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import gradlab
+from gradlab import theory
+from gradlab.cli import cli
+from gradlab.config import load_config
+
+pytestmark = pytest.mark.lecture
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def run(name, tmp_path, **overrides):
+    return gradlab.run(CONFIGS / f"{name}.yaml", out=tmp_path / name, **overrides)
+
+
+def factor_at_init(result):
+    return result.summary["gradient_factor"]["init"]["delta"]
+
+
+def predicted(result):
+    prediction = result.summary["theory"]
+    assert prediction["applicable"] is True
+    return prediction["factor"]
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_config_is_valid(path):
+    assert load_config(path).name
+
+
+def test_vanishing_network_vanishes_as_theory_predicts_and_its_early_layers_barely_move(
+    tmp_path,
+):
+    result = run("vanishing", tmp_path, train__steps=1, log__every=1)
+    assert result.summary["regime"]["init"] == "vanishing"
+    assert factor_at_init(result) == pytest.approx(predicted(result), rel=0.05)
+    assert factor_at_init(result) < 0.7
+    # the first update moves layer 1 by a tiny fraction of what it moves layer 40
+    first_step = result.layers["step"] == 0
+    update_ratio = result.layers["update_ratio"][first_step]
+    assert update_ratio[0] < 1e-6 * update_ratio[-1]
+
+
+def test_exploding_network_explodes_and_diverges_without_clipping(tmp_path):
+    result = run("exploding", tmp_path, train__steps=160)
+    assert result.summary["regime"]["init"] == "exploding"
+    assert factor_at_init(result) == pytest.approx(predicted(result), rel=0.05)
+    assert result.status == "diverged"
+    assert result.summary["divergence"]["step"] <= 160
+
+
+def test_sigmoid_critical_weight_scale_is_10_15_not_4():
+    # theory first: sigma_w = 10.149 is the sigmoid's critical weight scale at sigma_b = 0
+    assert theory.critical_weight_scale("sigmoid", 0.0) == pytest.approx(10.149, abs=1e-3)
+
+
+def test_critical_config_is_stable_at_init(tmp_path):
+    result = run("critical", tmp_path, train__steps=0)
+    assert result.summary["regime"]["init"] == "stable"
+    assert factor_at_init(result) == pytest.approx(predicted(result), rel=0.05)
+
+
+@pytest.fixture(scope="module")
+def clipped(tmp_path_factory):
+    """clip_norm and clip_value for as many steps as it takes exploding.yaml to diverge."""
+    root = tmp_path_factory.mktemp("clip")
+    return {name: run(name, root, train__steps=160) for name in ("clip_norm", "clip_value")}
+
+
+def test_clipped_runs_never_exceed_the_threshold_and_do_not_diverge(clipped):
+    for result in clipped.values():
+        assert result.status == "completed"
+        assert np.isfinite(result.metrics["train_loss"]).all()
+    norm = clipped["clip_norm"]
+    threshold = norm.config["train"]["clip"]["threshold"]
+    assert (norm.metrics["grad_norm"] > threshold).all()  # every logged step needed clipping
+    assert (norm.metrics["grad_norm_clipped"] <= threshold).all()
+
+
+def test_norm_clipping_keeps_the_direction_and_value_clipping_does_not(clipped):
+    np.testing.assert_allclose(clipped["clip_norm"].metrics["clip_cosine"], 1.0, rtol=1e-12)
+    assert np.nanmax(clipped["clip_value"].metrics["clip_cosine"]) < 0.95
+
+
+def test_input_normalization_reaches_a_lower_loss_in_the_same_steps(tmp_path):
+    raw = run("input_raw", tmp_path, train__steps=100)
+    normalized = run("input_norm", tmp_path, train__steps=100)
+    assert raw.metrics["train_loss"][0] == pytest.approx(normalized.metrics["train_loss"][0], 0.1)
+    assert normalized.summary["final"]["test_loss"] < 0.5 * raw.summary["final"]["test_loss"]
+
+
+def test_batchnorm_and_layernorm_change_m_at_init_as_theory_says(tmp_path):
+    plain, batch, layer = (
+        run(name, tmp_path, train__steps=0) for name in ("vanishing", "batchnorm", "layernorm")
+    )
+    for result in (batch, layer):
+        assert factor_at_init(result) == pytest.approx(predicted(result), rel=0.05)
+    # BatchNorm lifts the sigmoid network out of vanishing; LayerNorm (sigma_b = 0) sinks it
+    assert batch.summary["regime"]["init"] == "stable"
+    assert factor_at_init(layer) < factor_at_init(plain) < factor_at_init(batch)
+
+
+def test_batchnorm_trains_faster_than_the_plain_network(tmp_path):
+    plain = run("vanishing", tmp_path, train__steps=100)
+    batch = run("batchnorm", tmp_path, train__steps=100)
+    assert batch.summary["final"]["test_loss"] < 0.6 * plain.summary["final"]["test_loss"]
+    # in training BN uses the batch's statistics, in eval the running averages: two losses
+    evaluated = ~np.isnan(batch.metrics["train_eval_loss"])
+    gap = batch.metrics["train_loss"][evaluated] - batch.metrics["train_eval_loss"][evaluated]
+    assert (gap != 0).all()
+
+
+def _roughness(losses):
+    """Mean |second difference| of a loss curve relative to its mean: 0 for a straight line."""
+    return float(np.mean(np.abs(np.diff(losses, n=2))) / np.mean(losses))
+
+
+def test_full_batch_gradient_descent_is_smooth_and_sgd_is_noisy(tmp_path):
+    full = run("gd_vs_sgd", tmp_path, train__steps=200, log__every=2)
+    minibatch = gradlab.run(
+        CONFIGS / "gd_vs_sgd.yaml",
+        out=tmp_path / "sgd",
+        train__steps=200,
+        log__every=2,
+        train__batch_size=64,
+    )
+    for result in (full, minibatch):  # both learn the task (the loss starts near 1)
+        assert result.summary["final"]["test_loss"] < 0.2
+    later = full.metrics["step"] >= 50
+    assert _roughness(full.metrics["train_loss"][later]) < 0.2 * _roughness(
+        minibatch.metrics["train_loss"][later]
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "points"),
+    [("phase_diagram", 36), ("normalization", 12), ("clipping", 7), ("gd_vs_sgd", 3)],
+)
+def test_sweep_specs_expand_and_dry_run(spec, points, tmp_path):
+    result = CliRunner().invoke(
+        cli,
+        ["sweep", str(CONFIGS / "sweeps" / f"{spec}.yaml"), "--dry-run", "--out", str(tmp_path)],
+    )
+    assert result.exit_code == 0, result.output
+    listed = [line for line in result.output.splitlines() if line.split()[1:2] == ["run"]]
+    assert len(listed) == points
+    assert list(tmp_path.iterdir()) == []
