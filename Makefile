@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_CONFIG ?= configs/demo.yaml
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test format bench figures clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,11 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed
 	$(BIN)/gradlab run $(DEMO_CONFIG) --force --quiet --out results/demo
+	$(BIN)/gradlab plot results/demo > /dev/null
 	@echo
 	@echo "Results: $(CURDIR)/results/demo (metrics.csv, layers.csv, summary.json)"
+	@echo "Plots:   $(CURDIR)/results/demo/plots/"
+	@ls results/demo/plots | sed 's/^/           /'
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
@@ -35,6 +38,11 @@ format: $(VENV)/.installed-test
 bench: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/step_vs_torch.py
+	$(BIN)/python benchmarks/run_overhead.py
+	$(BIN)/python benchmarks/sweep_scaling.py
+
+figures: $(VENV)/.installed
+	docs/make_figures.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info
