@@ -150,9 +150,22 @@ def prepare_run_dir(path: Path, force: bool = False) -> Path:
                 f"output directory {path} already exists; use --force to overwrite it"
                 " or --out to choose another"
             )
+        if not _holds_only_a_run(path):
+            raise GradlabError(
+                f"output directory {path} holds files that are not a gradlab run; --force "
+                "only replaces run directories: choose another --out"
+            )
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _holds_only_a_run(path: Path) -> bool:
+    """True if everything in ``path`` is a run's files, its plots or leftover temp files."""
+    return all(
+        entry.name in RUN_FILES or entry.name == "plots" or entry.name.startswith(".")
+        for entry in path.iterdir()
+    )
 
 
 class RunWriter:

@@ -191,6 +191,18 @@ def test_existing_output_directory_needs_force(write_config, tmp_path):
     assert run.meta["step_reached"] == 5
 
 
+def test_force_never_deletes_a_folder_that_is_not_a_run(write_config, tmp_path):
+    from gradlab.errors import GradlabError
+
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("keep me")
+    with pytest.raises(GradlabError, match="not a gradlab run"):
+        gradlab.run(write_config(), out=precious, force=True)
+    assert (precious / "chapter1.tex").read_text() == "keep me"
+    assert sorted(p.name for p in precious.iterdir()) == ["chapter1.tex"]
+
+
 def test_python_api_overrides_and_default_location(write_config, in_tmp):
     run = gradlab.run(write_config(), train__steps=4, **{"model.depth": 5})
     assert run.path.resolve() == (in_tmp / "results" / "small").resolve()
