@@ -3,6 +3,8 @@
 # Usage: docs/make_figures.sh        (about 3 minutes on 2 cores; `make figures` does the same)
 # Runs go to results/tutorial/ (git-ignored); the printed reports to results/tutorial/*.txt.
 set -euo pipefail
+# one BLAS thread per process: these networks are small, and threads fight when the machine is busy
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 cd "$(dirname "$0")/.."
 if [[ -x .venv/bin/gradlab ]]; then GRADLAB=.venv/bin/gradlab; else GRADLAB=gradlab; fi
 OUT=results/tutorial

@@ -196,7 +196,8 @@ def _log_y(ax, arrays) -> bool:
     low, high = np.log10(values.min()), np.log10(values.max())
     margin = max(0.05 * (high - low), 0.1)
     low, high = max(low - margin, -307.0), min(high + margin, 307.0)
-    ax.set_yscale("log")
+    with np.errstate(over="ignore"):  # the scale change autoscales to the raw data first
+        ax.set_yscale("log")
     ax.set_ylim(10.0**low, 10.0**high)
     if low < -250 or high > 250 or high - low > 100:
         stride = next(n for n in (1, 2, 5, 10, 20, 25, 50, 100) if (high - low) / n <= 8)

@@ -269,3 +269,23 @@ def test_help_does_not_import_matplotlib():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "plot" in result.stdout
+
+
+def test_losses_near_the_float_limit_do_not_warn_in_any_figure(runs, tmp_path):
+    """A diverging run's last finite losses reach ~1e306: log axes must not overflow."""
+    import shutil
+
+    huge = tmp_path / "huge"
+    shutil.copytree(runs["normal"].path, huge, ignore=shutil.ignore_patterns("plots"))
+    lines = (huge / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    column = header.index("train_loss")
+    for row, line in enumerate(lines[1:], start=1):
+        cells = line.split(",")
+        cells[column] = repr(10.0 ** min(306, 50 * row))
+        lines[row] = ",".join(cells)
+    (huge / "metrics.csv").write_text("\n".join(lines) + "\n")
+    shutil.copytree(runs["steps0"].path, tmp_path / "small", ignore=shutil.ignore_patterns("plots"))
+    written, warnings = plots.plot_paths([tmp_path])  # pytest turns any warning into an error
+    assert warnings == []
+    assert {path.stem for path in written} >= {"loss", "compare_loss"}
