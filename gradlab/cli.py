@@ -170,7 +170,7 @@ def format_run_report(run, max_rows: int = 24) -> str:
     if depth > max_rows:
         stride = math.ceil(depth / (max_rows - 1))
         shown = sorted(set(range(0, depth, stride)) | {depth - 1})
-        lines.append(f"(every {stride}th layer; all layers in {run.path / 'layers.csv'})")
+        lines.append(f"(one layer in {stride}; all layers in {run.path / 'layers.csv'})")
     final_step = layers.get("final", {}).get("step")
     lines.append(f"{'layer':>5}  {'|dL/dW| init':>12}  {'|dL/dW| step ' + str(final_step):>16}")
     for i in shown:

@@ -185,7 +185,12 @@ class _Training:
             loss, dlogits = self.loss_fn(outputs, y)
             row = {"step": step, "train_loss": loss, "lr": config.train.lr}
             if not math.isfinite(loss):
-                where = self.model.locate_nonfinite() or {"pass": "forward", "layer": "output"}
+                # finite outputs whose loss overflows (e.g. 1e160 squared): the loss itself
+                where = self.model.locate_nonfinite() or {
+                    "pass": "forward",
+                    "layer": "output",
+                    "quantity": "loss",
+                }
                 self._diverged(step, where, row)
                 status = "diverged"
                 break

@@ -58,6 +58,13 @@ def test_exploding_network_explodes_and_diverges_without_clipping(tmp_path):
     assert factor_at_init(result) == pytest.approx(predicted(result), rel=0.05)
     assert result.status == "diverged"
     assert result.summary["divergence"]["step"] <= 160
+    # the outputs grow until their squared error overflows: the loss is the first non-finite
+    assert result.summary["divergence"] == {
+        "step": result.summary["divergence"]["step"],
+        "pass": "forward",
+        "layer": "output",
+        "quantity": "loss",
+    }
 
 
 def test_sigmoid_critical_weight_scale_is_10_15_not_4():

@@ -173,6 +173,16 @@ def test_divergence_is_a_result_with_step_pass_and_layer(write_config, tmp_path)
     divergence = run.summary["divergence"]
     assert divergence == run.meta["divergence"]
     assert divergence["pass"] in ("forward", "backward")
+    assert divergence["quantity"] in (
+        "loss",
+        "output",
+        "pre-activation",
+        "normalized",
+        "activation",
+        "delta",
+        "weight gradient",
+        "bias gradient",
+    )
     assert divergence["layer"] == "output" or 1 <= divergence["layer"] <= 6
     assert 0 < divergence["step"] < 50
     assert run.metrics["step"][-1] == divergence["step"]
