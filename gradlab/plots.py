@@ -421,11 +421,24 @@ def _plot_series(ax, steps, curves: dict, styles: dict | None = None) -> int:
 
 
 def clipping(run: Run) -> Figure:
-    """Global gradient norm before and after clipping, the threshold, the fraction clipped."""
-    figure, ax = _new_figure()
+    """Global gradient norm before and after clipping, the threshold, the fraction clipped;
+    with clipping on, a lower panel with the cosine between the clipped and the raw gradient
+    (1: direction kept, as clipping by norm does; below 1: clipping by value turned it)."""
     metrics = run.metrics
     mode = _setting(run, "train.clip.mode", "none")
     threshold = _setting(run, "train.clip.threshold")
+    if mode == "none":
+        figure, ax = _new_figure()
+    else:
+        figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+        ax, cosine_ax = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1.3))
+        cosine = metrics["clip_cosine"]
+        finite = np.isfinite(cosine)
+        cosine_ax.plot(metrics["step"][finite], cosine[finite], color="tab:purple")
+        cosine_ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+        cosine_ax.set_ylim(min(0.0, float(np.min(cosine[finite], initial=0.0))) - 0.05, 1.05)
+        cosine_ax.set_ylabel("cosine\n(clipped, raw)")
+        cosine_ax.set_xlabel(STEP_LABEL)
     curves = {"before clipping": metrics["grad_norm"]}
     if mode != "none":
         curves["after clipping"] = metrics["grad_norm_clipped"]
@@ -433,8 +446,9 @@ def clipping(run: Run) -> Figure:
     drawn = _plot_series(ax, metrics["step"], curves, styles)
     if mode == "norm" and isinstance(threshold, int | float) and drawn:
         ax.axhline(threshold, color="tab:red", linestyle=":", label=f"threshold {threshold:g}")
-    ax.set_xlabel(STEP_LABEL)
-    ax.set_ylabel("global gradient norm (L2 over all parameters)")
+    if mode == "none":
+        ax.set_xlabel(STEP_LABEL)
+    ax.set_ylabel("global gradient norm (L2)")
     if mode == "none":
         detail = "clipping off"
     else:

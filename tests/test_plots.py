@@ -155,8 +155,10 @@ def test_every_figure_has_title_labels_and_a_legend_for_several_lines(runs, kind
     run = runs[kind]
     for name, build in plots._run_figures(run).items():
         figure = build()
-        ax = figure.axes[0]
-        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel(), (kind, name)
+        panels = [panel for panel in figure.axes if panel.get_label() != "<colorbar>"]
+        ax = panels[0]  # panels share x: the bottom one carries its label
+        assert ax.get_title() and panels[-1].get_xlabel(), (kind, name)
+        assert all(panel.get_ylabel() for panel in panels), (kind, name)
         if len([line for line in ax.get_lines() if not line.get_label().startswith("_")]) > 1:
             assert ax.get_legend() is not None, (kind, name)
 
@@ -177,6 +179,17 @@ def test_clipping_title_reports_the_fraction_clipped(runs):
     title = plots.clipping(runs["normal"]).axes[0].get_title()
     assert "clip mode norm, threshold 0.05" in title and "% of logged steps clipped" in title
     assert "clipping off" in plots.clipping(runs["steps0"]).axes[0].get_title()
+
+
+def test_clipping_figure_shows_the_cosine_when_clipping_is_on(runs):
+    figure = plots.clipping(runs["normal"])
+    norms, cosine = figure.axes
+    assert "gradient norm" in norms.get_ylabel() and "cosine" in cosine.get_ylabel()
+    logged = np.isfinite(runs["normal"].metrics["clip_cosine"])
+    np.testing.assert_allclose(
+        cosine.lines[0].get_ydata(), runs["normal"].metrics["clip_cosine"][logged]
+    )
+    assert len(plots.clipping(runs["steps0"]).axes) == 1  # clipping off: no cosine panel
 
 
 def test_unreadable_and_incomplete_runs_are_skipped_with_warnings(runs, tmp_path):
