@@ -32,6 +32,7 @@ def summary_rows(paths) -> tuple[list[str], list[dict]]:
         raise GradlabError(f"no gradlab runs found in {', '.join(map(str, paths))}")
     runs = [read_run(path) for path in run_paths]
     keys = differing_keys([run.config for run in runs], ignore=("name", "log.every"))
+    runs.sort(key=lambda run: _sort_key(flatten(run.config), keys))  # depth 2 before 10
     names = [run.name for run in runs]
     if len(set(names)) < len(names):  # e.g. one config run with several --set: use the folders
         names = [run.path.name for run in runs]
@@ -59,6 +60,18 @@ def summary_rows(paths) -> tuple[list[str], list[dict]]:
             }
         )
     return keys, rows
+
+
+def _sort_key(flat: dict, keys: list[str]) -> tuple:
+    """Order runs by their varying values: numbers numerically, before text; missing last."""
+    parts = []
+    for key in keys:
+        value = flat.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            parts.append((0, float(value), ""))
+        else:
+            parts.append((1 if value is not None else 2, 0.0, str(value)))
+    return tuple(parts)
 
 
 def _cell(value) -> str:

@@ -121,3 +121,11 @@ def test_theory_command_layer_and_batch_norm():
     assert bad.exit_code == 2 and "must be >= 0" in bad.output
     typo = invoke("theory", "--weight-scale", "1", "--activation", "sigmod")
     assert typo.exit_code == 2
+
+
+def test_rows_are_ordered_by_the_varying_values_numerically(tmp_path, small_config):
+    for depth in (10, 2, 3):  # folder names sort as 10, 2, 3
+        config = config_from_dict(small_config, overrides=[f"model.depth={depth}", "train.steps=0"])
+        run_config(config, out=tmp_path / f"depth={depth}")
+    rows = list(csv.DictReader(io.StringIO(summarize([tmp_path], "csv"))))
+    assert [row["model.depth"] for row in rows] == ["2", "3", "10"]
