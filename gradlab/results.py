@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gradlab.engine.model import STAT_NAMES
 from gradlab.errors import GradlabError
 
 METRIC_COLUMNS = (
@@ -43,17 +44,7 @@ METRIC_COLUMNS = (
     "clip_cosine",
     "lr",
 )
-LAYER_COLUMNS = (
-    "step",
-    "layer",
-    "weight_grad_norm",
-    "bias_grad_norm",
-    "delta_norm",
-    "act_mean",
-    "act_std",
-    "saturation",
-    "update_ratio",
-)
+LAYER_COLUMNS = ("step", "layer", *STAT_NAMES)
 STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
 RUN_FILES = ("config.yaml", "meta.json", "metrics.csv", "layers.csv", "summary.json")
 

@@ -276,18 +276,22 @@ def predict(
         "q0": float(q0),
         "critical_weight_scale": critical_weight_scale(activation, bias_scale, norm, q0),
     }
-    if norm == "batch":
-        if batch_size is not None and batch_size <= 3:
-            return Prediction(
-                **common,
-                q_star=None,
-                chi_1=None,
-                factor=None,
-                regime="unknown",
-                applicable=False,
-                reason=f"BatchNorm theory needs a batch of at least 4, not {batch_size}",
-            )
-        factor, reason = batchnorm_factor(activation, batch_size)
+    if norm == "batch" and batch_size is not None and batch_size <= 3:
+        return Prediction(
+            **common,
+            q_star=None,
+            chi_1=None,
+            factor=None,
+            regime="unknown",
+            applicable=False,
+            reason=f"BatchNorm theory needs a batch of at least 4, not {batch_size}",
+        )
+    if norm in ("batch", "layer"):  # normalized pre-activations: q = 1 by construction
+        if norm == "batch":
+            factor, reason = batchnorm_factor(activation, batch_size)
+        else:
+            factor = layernorm_factor(activation, weight_scale, bias_scale)
+            reason = "LayerNorm: sigma_w sqrt(E[phi'(z)^2]) / s, unit-variance pre-activations"
         return Prediction(
             **common,
             q_star=1.0,
@@ -296,17 +300,6 @@ def predict(
             regime=regime_of(factor, tol),
             applicable=True,
             reason=reason,
-        )
-    if norm == "layer":
-        factor = layernorm_factor(activation, weight_scale, bias_scale)
-        return Prediction(
-            **common,
-            q_star=1.0,
-            chi_1=factor**2,
-            factor=factor,
-            regime=regime_of(factor, tol),
-            applicable=True,
-            reason="LayerNorm: sigma_w sqrt(E[phi'(z)^2]) / s, unit-variance pre-activations",
         )
     chi = chi_1(activation, weight_scale, bias_scale, q0)
     factor = math.sqrt(chi)
