@@ -242,3 +242,46 @@ def test_make_optimizer():
     )
     with pytest.raises(ValueError, match="optimizer 'rmsprop'"):
         make_optimizer("rmsprop", 0.1)
+
+
+def _model_and_grads(dtype=np.float64):
+    from gradlab.engine import MLP
+
+    rng = np.random.default_rng(3)
+    model = MLP(5, 2, 3, 7, "sigmoid", "batch", "normal", 1.0, 0.2, dtype, rng)
+    for grad in model.grads.values():
+        grad[...] = rng.normal(size=grad.shape)
+    return model
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_plain_sgd_on_a_model_equals_the_per_parameter_loop(dtype):
+    """MLP lays its parameters out in one array; SGD then updates them in one call. The
+    result, and the logged updates, must be those of the per-name loop, bit for bit."""
+    model = _model_and_grads(dtype)
+    loose_params = {name: value.copy() for name, value in model.params.items()}
+    loose_grads = {name: value.copy() for name, value in model.grads.items()}
+    fast, loop = SGD(0.3), SGD(0.3)
+    for _ in range(3):
+        fast.step(model.params, model.grads)
+        loop.step(loose_params, loose_grads)
+    assert fast._flat is not None and loop._flat is None  # the fast path was taken
+    for name, value in model.params.items():
+        np.testing.assert_array_equal(value, loose_params[name], err_msg=name)
+        np.testing.assert_array_equal(fast.updates[name], loop.updates[name], err_msg=name)
+        assert value.dtype == dtype
+    # the model's dicts are still the live arrays the layers use
+    assert model.params["layer1.weight"] is model.blocks[0].linear.params["weight"]
+
+
+def test_sgd_fast_path_notices_replaced_arrays():
+    model = _model_and_grads()
+    sgd = SGD(0.5)
+    sgd.step(model.params, model.grads)
+    replaced = dict(model.params)
+    replaced["output.bias"] = model.params["output.bias"].copy()  # no longer a view
+    before = replaced["output.bias"].copy()
+    sgd.step(replaced, model.grads)
+    np.testing.assert_array_equal(
+        replaced["output.bias"], before - 0.5 * model.grads["output.bias"]
+    )

@@ -15,6 +15,8 @@ import numpy as np
 
 from gradlab.errors import GradlabError
 
+_add_reduce = np.add.reduce
+
 
 class Layer:
     """Base class: parameter/gradient dicts and reusable output buffers."""
@@ -62,6 +64,9 @@ class Linear(Layer):
         self.needs_input_grad = True
         self.delta: np.ndarray | None = None
         self._input: np.ndarray | None = None
+        # the buffers of the last batch size, so the hot path needs no dict lookup
+        self._out: np.ndarray | None = None
+        self._grad_in: np.ndarray | None = None
 
     @property
     def fan_in(self) -> int:
@@ -73,20 +78,38 @@ class Linear(Layer):
 
     def forward(self, x, train=True):
         self._input = x
-        out = self._buffer("out", (x.shape[0], self.fan_out))
-        np.matmul(x, self.params["weight"], out=out)
+        weight = self.params["weight"]
+        out = self._out
+        if out is None or out.shape[0] != x.shape[0]:
+            out = self._out = self._buffer("out", (x.shape[0], weight.shape[1]))
+        if x.dtype == out.dtype:
+            np.dot(x, weight, out=out)  # the same GEMM as np.matmul, with less call overhead
+        else:
+            np.matmul(x, weight, out=out)
         out += self.params["bias"]
         self.output = out
         return out
 
     def backward(self, grad_out):
         self.delta = grad_out
-        np.matmul(self._input.T, grad_out, out=self.grads["weight"])
-        np.sum(grad_out, axis=0, out=self.grads["bias"])
+        x = self._input
+        grads = self.grads
+        weight = self.params["weight"]
+        if x.dtype == grad_out.dtype == self.dtype:
+            np.dot(x.T, grad_out, out=grads["weight"])
+        else:
+            np.matmul(x.T, grad_out, out=grads["weight"])
+        # np.sum without its Python wrapper: the same summation order, bit for bit
+        _add_reduce(grad_out, 0, None, grads["bias"])
         if not self.needs_input_grad:
             return None
-        grad_in = self._buffer("grad_in", self._input.shape)
-        np.matmul(grad_out, self.params["weight"].T, out=grad_in)
+        grad_in = self._grad_in
+        if grad_in is None or grad_in.shape != x.shape:
+            grad_in = self._grad_in = self._buffer("grad_in", x.shape)
+        if grad_out.dtype == self.dtype:
+            np.dot(grad_out, weight.T, out=grad_in)
+        else:
+            np.matmul(grad_out, weight.T, out=grad_in)
         return grad_in
 
 
@@ -112,20 +135,33 @@ class _ExpSaturating(Activation):
     _exponent_scale = 1.0
     _derivative_scale = 1.0
 
+    def __init__(self, dtype=np.float64):
+        super().__init__(dtype)
+        self._shape: tuple | None = None  # the shape of the buffers below
+        self._e = self._r = self._out = self._grad_in = None
+
+    def _buffers(self, shape):
+        """(e, r, out, grad_in) for this shape: attributes for the last shape, else the dict."""
+        if shape != self._shape:
+            self._e, self._r = self._buffer("e", shape), self._buffer("r", shape)
+            self._out, self._grad_in = self._buffer("out", shape), self._buffer("grad_in", shape)
+            self._shape = shape
+        return self._e, self._r, self._out, self._grad_in
+
     def _exp_terms(self, z):
-        e = self._buffer("e", z.shape)
-        r = self._buffer("r", z.shape)
+        e, r, out, _ = self._buffers(z.shape)
         np.abs(z, out=e)
-        e *= -self._exponent_scale
+        if self._exponent_scale == 1.0:
+            np.negative(e, out=e)
+        else:
+            e *= -self._exponent_scale
         np.exp(e, out=e)
         np.add(e, 1.0, out=r)
-        np.reciprocal(r, out=r)
-        return e, r
+        np.divide(1.0, r, out=r)  # = np.reciprocal, bit for bit, and faster
+        return e, r, out
 
     def backward(self, grad_out):
-        e = self._buffer("e", grad_out.shape)
-        r = self._buffer("r", grad_out.shape)
-        grad_in = self._buffer("grad_in", grad_out.shape)
+        e, r, _, grad_in = self._buffers(grad_out.shape)
         np.multiply(e, r, out=grad_in)
         grad_in *= r
         if self._derivative_scale != 1.0:
@@ -143,8 +179,7 @@ class Sigmoid(_ExpSaturating):
     name = "sigmoid"
 
     def forward(self, x, train=True):
-        e, r = self._exp_terms(x)
-        out = self._buffer("out", x.shape)
+        e, r, out = self._exp_terms(x)
         # sigma(z) = f r with f = 1 (z >= 0) or e (z < 0): 1 / (1 + e) resp. e / (1 + e).
         # f = max(e, [z >= 0]) since 0 <= e <= 1 (nan stays nan): exact, and much faster
         # than a masked copy.
@@ -168,8 +203,7 @@ class Tanh(_ExpSaturating):
     _derivative_scale = 4.0
 
     def forward(self, x, train=True):
-        self._exp_terms(x)  # for backward (also after an eval forward, e.g. gradient checks)
-        out = self._buffer("out", x.shape)
+        _, _, out = self._exp_terms(x)  # e, r for backward (also after an eval forward)
         np.tanh(x, out=out)
         self.output = out
         return out

@@ -110,16 +110,38 @@ class MLP:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
+        owners = []
         for block in self.blocks:
-            self._register(f"layer{block.index}", block.linear)
+            owners.append((f"layer{block.index}", block.linear))
             if block.norm is not None:
-                self._register(f"layer{block.index}.norm", block.norm)
-        self._register("output", self.output)
+                owners.append((f"layer{block.index}.norm", block.norm))
+        owners.append(("output", self.output))
+        self._flatten([layer for _, layer in owners])
+        for prefix, layer in owners:
+            self._register(prefix, layer)
 
     @classmethod
     def from_dict(cls, spec: dict, rng: np.random.Generator | None = None) -> "MLP":
         """Build from a plain dict of the constructor's keyword arguments."""
         return cls(**spec, rng=rng)
+
+    def _flatten(self, layers):
+        """Move every parameter (and its gradient) into one contiguous array, in registration
+        order: the layers' ``params``/``grads`` become views of it, so an elementwise
+        optimizer can update the whole model in one numpy call (see ``optim``)."""
+        pairs = [(layer, key) for layer in layers for key in layer.params]
+        total = sum(layer.params[key].size for layer, key in pairs)
+        flat_params = np.empty(total, dtype=self.dtype)
+        flat_grads = np.zeros(total, dtype=self.dtype)
+        offset = 0
+        for layer, key in pairs:
+            value = layer.params[key]
+            end = offset + value.size
+            view = flat_params[offset:end].reshape(value.shape)
+            view[...] = value
+            layer.params[key] = view
+            layer.grads[key] = flat_grads[offset:end].reshape(value.shape)
+            offset = end
 
     def _register(self, prefix, layer):
         for key in layer.params:

@@ -23,16 +23,19 @@ def l2_norm(array: np.ndarray) -> float:
     float32 input is accumulated in float64. Non-finite entries give inf (inf entries) or
     nan (nan entries), never a finite number.
     """
-    flat = array.reshape(-1)
-    if flat.size == 0:
-        return 0.0
-    if flat.dtype != np.float64:
-        flat = flat.astype(np.float64)
-    with np.errstate(over="ignore", under="ignore"):  # out-of-range sums take the slow path
-        sum_of_squares = float(np.dot(flat, flat))
+    if array.dtype != np.float64:
+        if array.size == 0:
+            return 0.0
+        array = array.astype(np.float64)
+    # np.vdot is one BLAS dot product that (unlike np.dot) does not check the floating-point
+    # flags: no warning, whatever the error state, when the sum under- or overflows; such a
+    # sum is outside the safe range and takes the slow path. (Empty arrays give 0.0.)
+    sum_of_squares = float(np.vdot(array, array))
     if _SAFE_LOW < sum_of_squares < _SAFE_HIGH:
         return math.sqrt(sum_of_squares)
-    return _scaled_norm(flat)
+    if array.size == 0:
+        return 0.0
+    return _scaled_norm(array.reshape(-1))
 
 
 def _scaled_norm(flat: np.ndarray) -> float:

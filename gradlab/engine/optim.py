@@ -7,6 +7,9 @@ buf <- mu buf + g (no dampening) and steps along buf, Nesterov along g + mu buf;
 bias-corrected moments and eps outside the square root.
 """
 
+from operator import is_
+from typing import NamedTuple
+
 import numpy as np
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
@@ -24,6 +27,10 @@ class Optimizer:
         raise NotImplementedError
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        self._step(params, grads)
+
+    def _step(self, params, grads):
+        """The per-parameter loop: p <- p - update."""
         for name, param in params.items():
             grad = grads[name]
             update = self.updates.get(name)
@@ -45,6 +52,79 @@ class Optimizer:
         return state[key]
 
 
+class _Flat(NamedTuple):
+    """Parameters and gradients that tile one contiguous span each, in the same layout."""
+
+    names: list
+    params: tuple
+    grads: tuple
+    flat_param: np.ndarray
+    flat_grad: np.ndarray
+    flat_update: np.ndarray
+
+
+def _root(array: np.ndarray) -> np.ndarray:
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+def _flat_layout(params: dict, grads: dict) -> _Flat | None:
+    """A ``_Flat`` when the parameters are views that exactly tile a contiguous span of one
+    array, and their gradients the same span of another (as ``MLP`` lays them out), else None.
+    Then an elementwise step over the spans is, element by element, the per-name step."""
+    names = list(params)
+    if not names or any(name not in grads for name in names):
+        return None
+    param_list = [params[name] for name in names]
+    grad_list = [grads[name] for name in names]
+    dtype = param_list[0].dtype
+    roots = []
+    for arrays in (param_list, grad_list):
+        root = _root(arrays[0])
+        if root.dtype != dtype or not root.flags.c_contiguous:
+            return None
+        roots.append(root)
+    param_root, grad_root = roots
+    if np.shares_memory(param_root, grad_root):
+        return None
+    base_p, base_g = param_root.ctypes.data, grad_root.ctypes.data
+    segments = []
+    for p, g in zip(param_list, grad_list, strict=True):
+        if not (
+            isinstance(p, np.ndarray)
+            and isinstance(g, np.ndarray)
+            and p.dtype == dtype == g.dtype
+            and p.shape == g.shape
+            and p.flags.c_contiguous
+            and g.flags.c_contiguous
+            and p.flags.writeable
+            and _root(p) is param_root
+            and _root(g) is grad_root
+        ):
+            return None
+        offset_p, offset_g = p.ctypes.data - base_p, g.ctypes.data - base_g
+        if offset_p != offset_g or offset_p % dtype.itemsize:
+            return None
+        segments.append((offset_p // dtype.itemsize, p.size))
+    start = segments[0][0]
+    position = start
+    for offset, size in segments:  # consecutive, no gap and no overlap
+        if offset != position:
+            return None
+        position += size
+    flat_param = param_root.reshape(-1)[start:position]
+    flat_grad = grad_root.reshape(-1)[start:position]
+    return _Flat(
+        names,
+        tuple(param_list),
+        tuple(grad_list),
+        flat_param,
+        flat_grad,
+        np.empty_like(flat_param),
+    )
+
+
 class SGD(Optimizer):
     """Plain SGD (momentum 0), heavy-ball momentum, or Nesterov momentum."""
 
@@ -52,6 +132,28 @@ class SGD(Optimizer):
         super().__init__(lr, weight_decay)
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
+        self._flat: _Flat | None = None
+
+    def step(self, params, grads):
+        if self.momentum or self.weight_decay:
+            self._step(params, grads)
+            return
+        # Plain SGD is elementwise: when the parameters (and gradients) are views that tile
+        # one array, as in ``MLP``, one multiply and one subtract update the whole model,
+        # with the same result as the per-name loop. ``updates`` are views of the step.
+        flat = self._flat
+        if flat is None or not _same_layout(flat, params, grads):
+            flat = self._flat = _flat_layout(params, grads)
+            if flat is None:
+                self._step(params, grads)
+                return
+            update = flat.flat_update
+            offset = 0
+            for name, param in zip(flat.names, flat.params, strict=True):
+                self.updates[name] = update[offset : offset + param.size].reshape(param.shape)
+                offset += param.size
+        np.multiply(flat.flat_grad, self.lr, out=flat.flat_update)
+        np.subtract(flat.flat_param, flat.flat_update, out=flat.flat_param)
 
     def _update(self, name, grad, update):
         if not self.momentum:
@@ -66,6 +168,18 @@ class SGD(Optimizer):
             update *= self.lr
         else:
             np.multiply(buf, self.lr, out=update)
+
+
+def _same_layout(flat: _Flat, params: dict, grads: dict) -> bool:
+    """Whether ``params``/``grads`` still hold exactly the arrays ``flat`` was built from."""
+    if len(params) != len(flat.names) or len(grads) < len(flat.names):
+        return False
+    get = grads.get
+    return (
+        all(map(is_, params.values(), flat.params))
+        and list(params) == flat.names
+        and all(get(name) is grad for name, grad in zip(flat.names, flat.grads, strict=True))
+    )
 
 
 class Adam(Optimizer):
