@@ -107,6 +107,11 @@ class CsvLog:
     def append(self, values) -> None:
         self._pending.write(",".join(format_value(v) for v in values) + "\n")
 
+    def append_lines(self, lines) -> None:
+        """Whole lines already formatted (without their newline)."""
+        for line in lines:
+            self._pending.write(line + "\n")
+
     def flush(self) -> None:
         """One write of all pending whole lines, then flush to the OS (survives SIGKILL)."""
         text = self._pending.getvalue()
@@ -178,11 +183,12 @@ class RunWriter:
         self.metrics.append(row.get(column) for column in METRIC_COLUMNS)
 
     def log_layers(self, step: int, stats: dict[str, np.ndarray]) -> None:
-        depth = len(next(iter(stats.values())))
-        for index in range(depth):
-            values = [step, index + 1]
-            values += [float(stats[column][index]) for column in LAYER_COLUMNS[2:]]
-            self.layers.append(values)
+        """One row per hidden layer; floats as their shortest round-trip repr (format_value)."""
+        table = np.column_stack([stats[column] for column in LAYER_COLUMNS[2:]])  # (depth, 7)
+        rows = table.astype(np.float64).tolist()
+        self.layers.append_lines(
+            f"{step},{layer},{','.join(map(repr, row))}" for layer, row in enumerate(rows, 1)
+        )
 
     def flush(self) -> None:
         self.metrics.flush()

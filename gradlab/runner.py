@@ -181,7 +181,7 @@ class _Training:
             log_layers = step % config.log.every == 0 or step == steps
             evaluate = step % config.log.eval_every == 0 or step == steps
             x, y = next(self.batches)
-            outputs = self.model.forward(x, train=True)
+            outputs = self.model.forward(x, train=True, record=log_layers)
             loss, dlogits = self.loss_fn(outputs, y)
             row = {"step": step, "train_loss": loss, "lr": config.train.lr}
             if not math.isfinite(loss):
@@ -194,9 +194,11 @@ class _Training:
                 self._diverged(step, where, row)
                 status = "diverged"
                 break
-            self.model.backward(dlogits)
-            stats = self.model.layer_stats() if log_layers else None
-            clipped = clip_gradients(self.grad_list, clip.mode, clip.threshold)
+            # norms are taken as each gradient is computed, while it is in cache
+            self.model.backward(dlogits, record=True)
+            norms = list(self.model.grad_norms.values())
+            stats = self.model.layer_stats() if log_layers else None  # pre-clip
+            clipped = clip_gradients(self.grad_list, clip.mode, clip.threshold, norms)
             row.update(
                 grad_norm=clipped.norm,
                 grad_norm_clipped=clipped.clipped_norm,
@@ -218,8 +220,10 @@ class _Training:
             if step < steps:
                 self.optimizer.step(self.model.params, self.model.grads)
             if log_layers:
-                if step < steps:
-                    stats["update_ratio"] = self.model.update_ratios(self.optimizer.updates)
+                if step < steps:  # ||update|| / ||W before the update||
+                    stats["update_ratio"] = self.model.update_ratios(
+                        self.optimizer.updates, stats["weight_norm"]
+                    )
                 self._log_layers(step, stats)
             self.final["train_loss"] = loss
             if log_layers or evaluate:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from gradlab.engine import MLP, mse
+from gradlab.engine.model import STAT_NAMES
 from gradlab.errors import GradlabError
 
 
@@ -136,3 +137,74 @@ def test_saturation_definitions():
     linear = _model(activation="linear")
     linear.forward(rng.normal(size=(8, 5)))
     assert (linear.layer_stats()["saturation"] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_activation_mean_and_std_are_float64_accurate(dtype):
+    rng = np.random.default_rng(5)
+    model = _model(activation="tanh", dtype=dtype, width=64)
+    x = rng.normal(size=(32, 5)).astype(dtype)
+    _step(model, x, rng.normal(size=(32, 2)).astype(dtype))
+    stats = model.layer_stats()
+    for index, block in enumerate(model.blocks):
+        output = block.activation.output
+        assert output.dtype == dtype
+        mean, std = np.mean(output, dtype=np.float64), np.std(output, dtype=np.float64)
+        assert stats["act_mean"][index] == pytest.approx(mean, rel=1e-12, abs=1e-15)
+        assert stats["act_std"][index] == pytest.approx(std, rel=1e-12)
+
+
+def test_layer_stats_takes_known_gradient_norms():
+    rng = np.random.default_rng(6)
+    model = _model()
+    _step(model, rng.normal(size=(6, 5)), rng.normal(size=(6, 2)))
+    computed = model.layer_stats()
+    known = {"layer2.weight": 123.0, "layer4.bias": 4.5}  # e.g. from ClipResult.tensor_norms
+    stats = model.layer_stats(grad_norms=known)
+    assert stats["weight_grad_norm"][1] == 123.0 and stats["bias_grad_norm"][3] == 4.5
+    assert stats["weight_grad_norm"][0] == computed["weight_grad_norm"][0]  # the rest computed
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
+def test_statistics_recorded_during_the_passes_equal_those_computed_after(norm):
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(6, 5)), rng.normal(size=(6, 2))
+    recorded, plain = _model(norm=norm), _model(norm=norm)
+    _, dlogits = mse(recorded.forward(x, record=True), y)
+    recorded.backward(dlogits, record=True)
+    _step(plain, x, y)
+    assert plain.grad_norms is None and list(recorded.grad_norms) == list(recorded.grads)
+    for name, value in recorded.grads.items():
+        assert recorded.grad_norms[name] == pytest.approx(np.linalg.norm(value), rel=1e-14)
+    expected = plain.layer_stats()
+    stats = recorded.layer_stats()
+    for name in STAT_NAMES:
+        np.testing.assert_array_equal(stats[name], expected[name], err_msg=name)
+    # a later forward without record drops what the recorded one measured
+    recorded.forward(rng.normal(size=(6, 5)), train=False)
+    np.testing.assert_allclose(
+        recorded.layer_stats()["act_mean"],
+        [block.activation.output.mean() for block in recorded.blocks],
+        rtol=1e-14,
+    )
+
+
+def test_update_ratio_uses_the_weights_the_update_was_applied_to():
+    model = _model()
+    rng = np.random.default_rng(9)
+    model.forward(rng.normal(size=(6, 5)), record=True)
+    before = model.layer_stats()["weight_norm"]
+    updates = {"layer1.weight": np.full_like(model.params["layer1.weight"], 0.5)}
+    model.params["layer1.weight"] -= updates["layer1.weight"]
+    ratios = model.update_ratios(updates, before)
+    assert ratios[0] == pytest.approx(np.linalg.norm(updates["layer1.weight"]) / before[0])
+    assert np.isnan(ratios[1:]).all()
+
+
+def test_std_of_a_saturated_layer_does_not_cancel():
+    """All outputs ~1: E[x^2] - mean^2 would cancel; the two-pass formula takes over."""
+    model = _model()
+    values = 1.0 - np.linspace(0.0, 1e-12, 64).reshape(8, 8)
+    mean, std = model._mean_std(values)
+    assert mean == pytest.approx(values.mean(), rel=1e-15)
+    assert std == pytest.approx(values.std(), rel=1e-9)

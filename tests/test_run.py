@@ -218,6 +218,10 @@ def test_python_api_overrides_and_default_location(write_config, in_tmp):
     assert run.path.resolve() == (in_tmp / "results" / "small").resolve()
     assert run.meta["step_reached"] == 4
     assert len(run.summary["layers"]["init"]["weight_grad_norm"]) == 5
+    # layers.csv holds the exact float64 values (shortest round-trip repr)
+    steps, norms = run.layer_matrix("weight_grad_norm")
+    assert steps[0] == 0
+    assert norms[0].tolist() == run.summary["layers"]["init"]["weight_grad_norm"]
 
 
 def test_config_object_runs_too(tmp_path):

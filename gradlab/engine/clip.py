@@ -34,6 +34,7 @@ class ClipResult:
     clipped_norm: float  # global L2 norm after clipping
     factor: float  # clipped_norm / norm (1.0 when nothing was clipped)
     cosine: float  # cos(clipped, unclipped); 1.0 when only the length changed
+    tensor_norms: tuple[float, ...] = ()  # each gradient's norm before clipping, in order
 
     @property
     def finite(self) -> bool:
@@ -45,32 +46,46 @@ def global_norm(grads: Sequence[np.ndarray]) -> float:
     return combine_norms(l2_norm(g) for g in grads)
 
 
-def _unchanged(norm: float) -> ClipResult:
-    return ClipResult(norm, norm, 1.0, 1.0)
+def _unchanged(norm: float, norms: Sequence[float]) -> ClipResult:
+    return ClipResult(norm, norm, 1.0, 1.0, tuple(norms))
 
 
 def _coefficient(norm: float, max_norm: float) -> float:
     return min(1.0, max_norm / (norm + _EPS))
 
 
-def clip_by_global_norm(grads: Sequence[np.ndarray], max_norm: float) -> ClipResult:
+def _tensor_norms(grads: Sequence[np.ndarray], norms: Sequence[float] | None) -> list[float]:
+    """Each gradient's norm: given (e.g. ``MLP.grad_norms``, taken while hot) or computed."""
+    if norms is None:
+        return [l2_norm(g) for g in grads]
+    if len(norms) != len(grads):
+        raise ValueError(f"{len(norms)} norms given for {len(grads)} gradients")
+    return [float(n) for n in norms]
+
+
+def clip_by_global_norm(
+    grads: Sequence[np.ndarray], max_norm: float, norms: Sequence[float] | None = None
+) -> ClipResult:
     """Scale all gradients by min(1, max_norm / (total + 1e-6)); the direction is kept."""
-    norm = global_norm(grads)
+    norms = _tensor_norms(grads, norms)
+    norm = combine_norms(norms)
     if not math.isfinite(norm):
-        return _unchanged(norm)
+        return _unchanged(norm, norms)
     coef = _coefficient(norm, max_norm)
     if coef < 1.0:
         for g in grads:
             g *= coef
-    return ClipResult(norm, norm * coef, coef, 1.0)
+    return ClipResult(norm, norm * coef, coef, 1.0, tuple(norms))
 
 
-def clip_by_layer_norm(grads: Sequence[np.ndarray], max_norm: float) -> ClipResult:
+def clip_by_layer_norm(
+    grads: Sequence[np.ndarray], max_norm: float, norms: Sequence[float] | None = None
+) -> ClipResult:
     """Clip each tensor to norm <= max_norm on its own (Keras ``clipnorm``)."""
-    norms = [l2_norm(g) for g in grads]
+    norms = _tensor_norms(grads, norms)
     norm = combine_norms(norms)
     if norm == 0.0 or not math.isfinite(norm):  # all zero: nothing to clip (and no 0/0)
-        return _unchanged(norm)
+        return _unchanged(norm, norms)
     clipped_norms, inner = [], 0.0  # inner = <clipped, original> / ||original||
     for g, tensor_norm in zip(grads, norms, strict=True):
         coef = _coefficient(tensor_norm, max_norm)
@@ -78,15 +93,17 @@ def clip_by_layer_norm(grads: Sequence[np.ndarray], max_norm: float) -> ClipResu
             g *= coef
         clipped_norms.append(tensor_norm * coef)
         inner += coef * tensor_norm * (tensor_norm / norm)
-    return _result(norm, combine_norms(clipped_norms), inner)
+    return _result(norm, combine_norms(clipped_norms), inner, norms)
 
 
-def clip_by_value(grads: Sequence[np.ndarray], clip_value: float) -> ClipResult:
+def clip_by_value(
+    grads: Sequence[np.ndarray], clip_value: float, norms: Sequence[float] | None = None
+) -> ClipResult:
     """Clamp every entry to [-clip_value, clip_value] (PyTorch ``clip_grad_value_``)."""
-    norms = [l2_norm(g) for g in grads]
+    norms = _tensor_norms(grads, norms)
     norm = combine_norms(norms)
     if not math.isfinite(norm):
-        return _unchanged(norm)
+        return _unchanged(norm, norms)
     clipped_norms, inner = [], 0.0  # inner = <clipped, original> / ||original||
     for g, tensor_norm in zip(grads, norms, strict=True):
         if tensor_norm == 0.0:
@@ -96,25 +113,33 @@ def clip_by_value(grads: Sequence[np.ndarray], clip_value: float) -> ClipResult:
         np.clip(g, -clip_value, clip_value, out=g)
         clipped_norms.append(l2_norm(g))
         inner += float(np.dot(original.reshape(-1), g.reshape(-1)))
-    return _result(norm, combine_norms(clipped_norms), inner)
+    return _result(norm, combine_norms(clipped_norms), inner, norms)
 
 
-def _result(norm: float, clipped_norm: float, inner: float) -> ClipResult:
+def _result(norm: float, clipped_norm: float, inner: float, norms) -> ClipResult:
     """ClipResult from inner = <clipped, original> / ||original||: cosine = inner / ||clipped||."""
     if norm == 0.0:
-        return _unchanged(norm)
+        return _unchanged(norm, norms)
     cosine = min(1.0, inner / clipped_norm) if clipped_norm > 0 else math.nan
-    return ClipResult(norm, clipped_norm, clipped_norm / norm, cosine)
+    return ClipResult(norm, clipped_norm, clipped_norm / norm, cosine, tuple(norms))
 
 
-def clip_gradients(grads: Sequence[np.ndarray], mode: str, threshold: float) -> ClipResult:
-    """Dispatch on ``mode`` (one of ``CLIP_MODES``); "none" only measures the norm."""
+def clip_gradients(
+    grads: Sequence[np.ndarray],
+    mode: str,
+    threshold: float,
+    norms: Sequence[float] | None = None,
+) -> ClipResult:
+    """Dispatch on ``mode`` (one of ``CLIP_MODES``); "none" only measures the norm.
+
+    ``norms``: each gradient's norm if already known (they are not recomputed)."""
     if mode == "none":
-        return _unchanged(global_norm(grads))
+        norms = _tensor_norms(grads, norms)
+        return _unchanged(combine_norms(norms), norms)
     if mode == "norm":
-        return clip_by_global_norm(grads, threshold)
+        return clip_by_global_norm(grads, threshold, norms)
     if mode == "layer_norm":
-        return clip_by_layer_norm(grads, threshold)
+        return clip_by_layer_norm(grads, threshold, norms)
     if mode == "value":
-        return clip_by_value(grads, threshold)
+        return clip_by_value(grads, threshold, norms)
     raise ValueError(f"clip mode {mode!r} is not one of {', '.join(CLIP_MODES)}")

@@ -24,11 +24,13 @@ STAT_NAMES = (
     "weight_grad_norm",
     "bias_grad_norm",
     "delta_norm",
+    "weight_norm",
     "act_mean",
     "act_std",
     "saturation",
     "update_ratio",
 )
+_FORWARD_STATS = ("weight_norm", "act_mean", "act_std", "saturation")  # forward(record=True)
 
 
 @dataclass
@@ -110,6 +112,11 @@ class MLP:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
+        self._centred: dict[tuple, np.ndarray] = {}  # float64 scratch for layer_stats
+        self._ones: dict[int, np.ndarray] = {}  # for sums as dot products
+        self._forward_record: dict[str, np.ndarray] | None = None
+        self._delta_norms: np.ndarray | None = None
+        self.grad_norms: dict[str, float] | None = None  # from the last backward(record=True)
         owners = []
         for block in self.blocks:
             owners.append((f"layer{block.index}", block.linear))
@@ -150,29 +157,73 @@ class MLP:
         for key, value in getattr(layer, "buffers", {}).items():
             self.buffers[f"{prefix}.{key}"] = value
 
-    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+    def forward(self, x: np.ndarray, train: bool = True, record: bool = False) -> np.ndarray:
         """Outputs (B, output_dim) for inputs (B, input_dim); caches what backward needs.
 
         ``train`` selects BatchNorm's batch statistics (True) or running statistics (False).
+        With ``record``, each hidden layer's ||W_l|| and activation mean, std and saturation
+        are measured right after the layer runs, while its arrays are still in cache, and
+        kept for ``layer_stats`` (a forward without ``record`` drops them).
         Returns a fresh array (the layers' own buffers are reused by the next call).
         """
         x = np.asarray(x, dtype=self.dtype)  # B, input_dim
         if x.ndim != 2 or x.shape[1] != self.input_dim:
             raise GradlabError(f"MLP input must be (batch, {self.input_dim}), got {x.shape}")
-        for layer in self.layers:
-            x = layer.forward(x, train)
+        self._forward_record = None
+        if not record:
+            for layer in self.layers:
+                x = layer.forward(x, train)
+            return x.copy()
+        recorded = {name: np.full(self.depth, np.nan) for name in _FORWARD_STATS}
+        for i, block in enumerate(self.blocks):
+            x = block.linear.forward(x, train)  # B, width
+            recorded["weight_norm"][i] = l2_norm(block.linear.params["weight"])
+            if block.norm is not None:
+                x = block.norm.forward(x, train)
+            x = block.activation.forward(x, train)
+            recorded["act_mean"][i], recorded["act_std"][i] = self._mean_std(x)
+            recorded["saturation"][i] = block.activation.saturation()
+        x = self.output.forward(x, train)  # B, output_dim
+        self._forward_record = recorded
         return x.copy()
 
-    def backward(self, grad_output: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
+    def backward(
+        self, grad_output: np.ndarray, input_grad: bool = False, record: bool = False
+    ) -> np.ndarray | None:
         """Backpropagate dL/doutputs (B, output_dim); overwrites ``grads`` and the deltas.
 
-        Returns dL/dx (B, input_dim) when ``input_grad`` is set, else None (saves a matmul).
+        With ``record``, the norm of every gradient (``grad_norms``, by parameter name) and
+        of every delta is taken as soon as it is computed (cheaper than re-reading them
+        later) and kept for ``layer_stats``. Returns dL/dx (B, input_dim) when
+        ``input_grad`` is set, else None (saves a matmul).
         """
         grad = np.asarray(grad_output, dtype=self.dtype)
         self.blocks[0].linear.needs_input_grad = input_grad
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad)
+        self.grad_norms, self._delta_norms = None, None
+        if not record:
+            for layer in reversed(self.layers):
+                grad = layer.backward(grad)
+            return None if grad is None else grad.copy()
+        grad_norms, delta_norms = {}, np.full(self.depth, np.nan)
+        grad = self.output.backward(grad)
+        self._record_grad_norms(grad_norms, "output", self.output)
+        for i in reversed(range(self.depth)):
+            block = self.blocks[i]
+            grad = block.activation.backward(grad)
+            if block.norm is not None:
+                grad = block.norm.backward(grad)
+                self._record_grad_norms(grad_norms, f"layer{block.index}.norm", block.norm)
+            grad = block.linear.backward(grad)
+            self._record_grad_norms(grad_norms, f"layer{block.index}", block.linear)
+            delta_norms[i] = l2_norm(block.linear.delta)
+        self.grad_norms = {name: grad_norms[name] for name in self.grads}  # in ``grads`` order
+        self._delta_norms = delta_norms
         return None if grad is None else grad.copy()
+
+    @staticmethod
+    def _record_grad_norms(norms: dict, prefix: str, layer) -> None:
+        for key, value in layer.grads.items():
+            norms[f"{prefix}.{key}"] = l2_norm(value)
 
     def deltas(self) -> list[np.ndarray]:
         """dL/dh_l for hidden layers l = 1..depth from the last backward (views; copy to keep)."""
@@ -192,37 +243,87 @@ class MLP:
                 raise GradlabError(f"{name}: shape {value.shape} does not match {target.shape}")
             target[...] = value
 
-    def layer_stats(self, updates: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def layer_stats(
+        self,
+        updates: dict[str, np.ndarray] | None = None,
+        grad_norms: dict[str, float] | None = None,
+    ) -> dict[str, np.ndarray]:
         """Per-hidden-layer statistics from the last forward/backward, float64 arrays (depth,).
 
-        weight_grad_norm, bias_grad_norm, delta_norm: Frobenius norms (robust to underflow);
-        act_mean, act_std: of the activation output over the batch and units;
+        weight_grad_norm, bias_grad_norm, delta_norm, weight_norm: Frobenius norms (robust to
+        underflow); act_mean, act_std: of the activation output over the batch and units;
         saturation: see each activation's ``saturation``; update_ratio: ||update|| / ||W||
-        of the last optimizer step (``updates``, nan without it).
+        of the last optimizer step (``updates``, nan without it). What the last forward and
+        backward recorded (``record=True``) is used as is; the rest is computed here.
+        ``grad_norms`` (by parameter name, e.g. ``ClipResult.tensor_norms``) are used too.
         """
+        known = dict(grad_norms or {})
+        if self.grad_norms is not None:
+            known.update(self.grad_norms)
+        forward = self._forward_record or {}
         stats = {name: np.full(self.depth, np.nan) for name in STAT_NAMES}
+        for name in _FORWARD_STATS:
+            if name in forward:
+                stats[name][:] = forward[name]
+        if self._delta_norms is not None:
+            stats["delta_norm"][:] = self._delta_norms
         for i, block in enumerate(self.blocks):
             linear = block.linear
-            stats["weight_grad_norm"][i] = l2_norm(linear.grads["weight"])
-            stats["bias_grad_norm"][i] = l2_norm(linear.grads["bias"])
-            if linear.delta is not None:
+            for key in ("weight", "bias"):
+                norm = known.get(f"layer{block.index}.{key}")
+                stats[f"{key}_grad_norm"][i] = l2_norm(linear.grads[key]) if norm is None else norm
+            if self._delta_norms is None and linear.delta is not None:
                 stats["delta_norm"][i] = l2_norm(linear.delta)
-            output = block.activation.output
-            if output is not None:
-                stats["act_mean"][i] = np.mean(output, dtype=np.float64)
-                stats["act_std"][i] = np.std(output, dtype=np.float64)
-                stats["saturation"][i] = block.activation.saturation()
+            if not forward:
+                stats["weight_norm"][i] = l2_norm(linear.params["weight"])
+                output = block.activation.output
+                if output is not None:
+                    stats["act_mean"][i], stats["act_std"][i] = self._mean_std(output)
+                    stats["saturation"][i] = block.activation.saturation()
         if updates is not None:
-            stats["update_ratio"] = self.update_ratios(updates)
+            stats["update_ratio"] = self.update_ratios(updates, stats["weight_norm"])
         return stats
 
-    def update_ratios(self, updates: dict[str, np.ndarray]) -> np.ndarray:
-        """||update of W_l|| / ||W_l|| per hidden layer (nan where no update is known)."""
+    def _mean_std(self, values: np.ndarray) -> tuple[float, float]:
+        """Mean and (biased) std of all entries, accumulated in float64.
+
+        float64 input: sum and sum of squares as two BLAS dot products, var = E[x^2] - mean^2,
+        unless that cancels (var < 1e-6 E[x^2], e.g. a saturated layer): then, as for float32
+        input, the centred two-pass formula in a reused float64 buffer."""
+        size = values.size
+        if values.dtype == np.float64 and values.flags.c_contiguous:
+            ones = self._ones.get(size)
+            if ones is None:
+                ones = self._ones[size] = np.ones(size)
+            flat = values.reshape(-1)
+            mean = float(np.vdot(flat, ones)) / size
+            mean_square = float(np.vdot(flat, flat)) / size
+            variance = mean_square - mean * mean
+            if variance >= 1e-6 * mean_square:
+                return mean, math.sqrt(variance)
+        centred = self._centred.get(values.shape)
+        if centred is None:
+            centred = self._centred[values.shape] = np.empty(values.shape, dtype=np.float64)
+        mean = float(np.add.reduce(values, axis=None, dtype=np.float64)) / size
+        np.subtract(values, mean, out=centred, dtype=np.float64)
+        return mean, math.sqrt(float(np.vdot(centred, centred)) / size)
+
+    def update_ratios(
+        self, updates: dict[str, np.ndarray], weight_norms: np.ndarray | None = None
+    ) -> np.ndarray:
+        """||update of W_l|| / ||W_l|| per hidden layer (nan where no update is known).
+
+        ``weight_norms`` are the ||W_l|| the update was applied to (e.g. ``layer_stats``'s
+        ``weight_norm``, measured before the step); without them the current weights."""
         ratios = np.full(self.depth, np.nan)
         for i, block in enumerate(self.blocks):
             update = updates.get(f"layer{block.index}.weight")
             if update is not None:
-                ratios[i] = _ratio(l2_norm(update), l2_norm(block.linear.params["weight"]))
+                if weight_norms is None or math.isnan(weight_norms[i]):
+                    weight_norm = l2_norm(block.linear.params["weight"])
+                else:
+                    weight_norm = float(weight_norms[i])
+                ratios[i] = _ratio(l2_norm(update), weight_norm)
         return ratios
 
     def locate_nonfinite(self) -> dict | None:
