@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 if [[ -x .venv/bin/gradlab ]]; then GRADLAB=.venv/bin/gradlab; else GRADLAB=gradlab; fi
 OUT=results/tutorial
 FIG=docs/figures
+rm -rf "$OUT"  # this script's own output: start clean (a sweep would resume otherwise)
 mkdir -p "$OUT" "$FIG"
 
 run() {  # run CONFIG FOLDER [--set ...]: one experiment, its report kept next to it
