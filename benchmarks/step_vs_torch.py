@@ -2,8 +2,7 @@
 
 The network: ``depth`` hidden Linear+sigmoid layers of ``width`` units (input_dim = width),
 a Linear output of 1 unit, MSE loss, plain SGD with lr 0.01, and the Frobenius norm of every
-weight gradient computed every step on both sides (gradlab: ``backward(record=True)``, which
-takes each gradient's ``l2_norm`` as soon as it is computed; torch:
+weight gradient computed every step on both sides (gradlab: ``norms.l2_norm``; torch:
 ``torch.linalg.vector_norm``). Both start from identical weights; before any timing, one
 float64 step per cell is checked to agree (loss, every gradient, every parameter after the
 step, the gradient norms) to 1e-10 relative, and the script aborts if it does not.
@@ -47,6 +46,7 @@ import torch  # noqa: E402
 
 from gradlab.engine import MLP  # noqa: E402
 from gradlab.engine.losses import mse  # noqa: E402
+from gradlab.engine.norms import l2_norm  # noqa: E402
 from gradlab.engine.optim import SGD  # noqa: E402
 
 LR = 0.01
@@ -73,10 +73,10 @@ class GradlabSide:
     def step(self, x, y):
         model = self.model
         self.loss, dout = mse(model.forward(x), y)
-        model.backward(dout, record=True)  # each gradient's norm taken while it is in cache
-        grad_norms = model.grad_norms
-        self.norms = [grad_norms[name] for name in self.weight_names]
-        self.optimizer.step(model.params, model.grads)
+        model.backward(dout)
+        grads = model.grads
+        self.norms = [l2_norm(grads[name]) for name in self.weight_names]
+        self.optimizer.step(model.params, grads)
 
 
 class TorchSide:
