@@ -79,6 +79,18 @@ def _assert_bitwise_equal(grads, originals):
 # --- global norm -------------------------------------------------------------------------
 
 
+def _check_clipped_norm_factor_cosine(result, grads, originals, scale):
+    """The reported post-clip norm, factor and cosine match the arrays before and after."""
+    clipped_total = _reference_norm(grads, scale)
+    assert result.clipped_norm == pytest.approx(clipped_total, rel=RTOL, abs=0.0)
+    if result.norm > 0.0:
+        assert result.factor == pytest.approx(clipped_total / result.norm, rel=RTOL, abs=0.0)
+        cosine = _cosine(_flat(grads, scale), _flat(originals, scale))
+        assert result.cosine == pytest.approx(cosine, abs=RTOL)
+    else:
+        assert (result.factor, result.cosine) == (1.0, 1.0)
+
+
 @PROPERTY
 @given(scaled_grads())
 def test_global_norm_equals_norm_of_concatenation(grads_and_scale):
@@ -157,14 +169,7 @@ def test_clip_by_layer_norm_bounds_every_tensor(grads_and_scale, base_max_norm):
         else:
             assert g.tobytes() == original.tobytes()
         assert float(np.linalg.norm(g / scale)) * scale <= max_norm * (1.0 + RTOL)
-    clipped_total = _reference_norm(grads, scale)
-    assert result.clipped_norm == pytest.approx(clipped_total, rel=RTOL, abs=0.0)
-    if result.norm > 0.0:
-        assert result.factor == pytest.approx(clipped_total / result.norm, rel=RTOL, abs=0.0)
-        cosine = _cosine(_flat(grads, scale), _flat(originals, scale))
-        assert result.cosine == pytest.approx(cosine, abs=RTOL)
-    else:
-        assert (result.factor, result.cosine) == (1.0, 1.0)
+    _check_clipped_norm_factor_cosine(result, grads, originals, scale)
 
 
 def test_clip_by_layer_norm_changes_direction_when_layers_differ():
@@ -199,14 +204,7 @@ def test_clip_by_value_equals_np_clip(grads_and_scale, base_clip_value):
         np.testing.assert_array_equal(g, np.clip(original, -clip_value, clip_value))
         assert np.all(np.abs(g) <= clip_value)
     assert result.norm == pytest.approx(_reference_norm(originals, scale), rel=RTOL, abs=0.0)
-    clipped_total = _reference_norm(grads, scale)
-    assert result.clipped_norm == pytest.approx(clipped_total, rel=RTOL, abs=0.0)
-    if result.norm > 0.0:
-        assert result.factor == pytest.approx(clipped_total / result.norm, rel=RTOL, abs=0.0)
-        cosine = _cosine(_flat(grads, scale), _flat(originals, scale))
-        assert result.cosine == pytest.approx(cosine, abs=RTOL)
-    else:
-        assert (result.factor, result.cosine) == (1.0, 1.0)
+    _check_clipped_norm_factor_cosine(result, grads, originals, scale)
 
 
 def test_clip_by_value_changes_direction():
