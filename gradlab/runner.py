@@ -206,7 +206,11 @@ class _Training:
                 clip_cosine=clipped.cosine,
             )
             if not clipped.finite:
-                where = self.model.locate_nonfinite() or {"pass": "backward", "layer": "unknown"}
+                where = self.model.locate_nonfinite() or {  # finite entries, overflowing norm
+                    "pass": "backward",
+                    "layer": "unknown",
+                    "quantity": "gradient norm",
+                }
                 self._diverged(step, where, row, stats)
                 status = "diverged"
                 break

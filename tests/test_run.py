@@ -182,6 +182,7 @@ def test_divergence_is_a_result_with_step_pass_and_layer(write_config, tmp_path)
         "delta",
         "weight gradient",
         "bias gradient",
+        "gradient norm",
     )
     assert divergence["layer"] == "output" or 1 <= divergence["layer"] <= 6
     assert 0 < divergence["step"] < 50
