@@ -124,7 +124,7 @@ def fixed_point(activation: str, weight_scale: float, bias_scale: float, q0: flo
     # creep near criticality, where its slope at q* approaches 1.
     # Lower brackets: E[sigmoid(u)^2] >= E[sigmoid(u)]^2 = 1/4; tanh's q* exceeds sigma_b^2.
     low = sw2 / 4 + sb2 if activation == "sigmoid" else (sb2 if sb2 > 0 else 1e-30)
-    return _bisect_log(
+    return _root_log(
         lambda q: 1 - q_map(activation, weight_scale, bias_scale, q) / q, low, sw2 + sb2
     )
 
@@ -177,7 +177,7 @@ def regime_of(factor: float, tol: float = 0.05) -> str:
     return "stable"
 
 
-def _bisect_log(function: Callable[[float], float], low: float, high: float) -> float | None:
+def _root_log(function: Callable[[float], float], low: float, high: float) -> float | None:
     """Root of a function rising through 0 on [low, high], in log space; None if none.
 
     Illinois regula falsi: bracketing like bisection, but superlinear (about 10 evaluations)."""
@@ -218,14 +218,14 @@ def critical_weight_scale(
     if norm == "batch":
         return None
     if norm == "layer":
-        return _bisect_log(
+        return _root_log(
             lambda scale: layernorm_factor(activation, scale, bias_scale) - 1, 1e-3, 1e4
         )
     if activation == "relu":
         return math.sqrt(2.0)
     if activation == "linear":
         return 1.0
-    return _bisect_log(lambda scale: chi_1(activation, scale, bias_scale, q0) - 1, 1e-3, 1e4)
+    return _root_log(lambda scale: chi_1(activation, scale, bias_scale, q0) - 1, 1e-3, 1e4)
 
 
 @dataclass(frozen=True)

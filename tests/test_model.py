@@ -154,15 +154,16 @@ def test_activation_mean_and_std_are_float64_accurate(dtype):
         assert stats["act_std"][index] == pytest.approx(std, rel=1e-12)
 
 
-def test_layer_stats_takes_known_gradient_norms():
+def test_layer_stats_takes_the_gradient_norms_recorded_in_backward():
     rng = np.random.default_rng(6)
     model = _model()
-    _step(model, rng.normal(size=(6, 5)), rng.normal(size=(6, 2)))
+    _, dlogits = mse(model.forward(rng.normal(size=(6, 5))), rng.normal(size=(6, 2)))
+    model.backward(dlogits, record=True)
     computed = model.layer_stats()
-    known = {"layer2.weight": 123.0, "layer4.bias": 4.5}  # e.g. from ClipResult.tensor_norms
-    stats = model.layer_stats(grad_norms=known)
+    model.grad_norms.update({"layer2.weight": 123.0, "layer4.bias": 4.5})  # not recomputed
+    stats = model.layer_stats()
     assert stats["weight_grad_norm"][1] == 123.0 and stats["bias_grad_norm"][3] == 4.5
-    assert stats["weight_grad_norm"][0] == computed["weight_grad_norm"][0]  # the rest computed
+    assert stats["weight_grad_norm"][0] == computed["weight_grad_norm"][0]
 
 
 @pytest.mark.parametrize("norm", ["none", "batch", "layer"])

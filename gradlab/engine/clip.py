@@ -34,7 +34,6 @@ class ClipResult:
     clipped_norm: float  # global L2 norm after clipping
     factor: float  # clipped_norm / norm (1.0 when nothing was clipped)
     cosine: float  # cos(clipped, unclipped); 1.0 when only the length changed
-    tensor_norms: tuple[float, ...] = ()  # each gradient's norm before clipping, in order
 
     @property
     def finite(self) -> bool:
@@ -46,8 +45,8 @@ def global_norm(grads: Sequence[np.ndarray]) -> float:
     return combine_norms(l2_norm(g) for g in grads)
 
 
-def _unchanged(norm: float, norms: Sequence[float]) -> ClipResult:
-    return ClipResult(norm, norm, 1.0, 1.0, tuple(norms))
+def _unchanged(norm: float) -> ClipResult:
+    return ClipResult(norm, norm, 1.0, 1.0)
 
 
 def _coefficient(norm: float, max_norm: float) -> float:
@@ -70,12 +69,12 @@ def clip_by_global_norm(
     norms = _tensor_norms(grads, norms)
     norm = combine_norms(norms)
     if not math.isfinite(norm):
-        return _unchanged(norm, norms)
+        return _unchanged(norm)
     coef = _coefficient(norm, max_norm)
     if coef < 1.0:
         for g in grads:
             g *= coef
-    return ClipResult(norm, norm * coef, coef, 1.0, tuple(norms))
+    return ClipResult(norm, norm * coef, coef, 1.0)
 
 
 def clip_by_layer_norm(
@@ -85,7 +84,7 @@ def clip_by_layer_norm(
     norms = _tensor_norms(grads, norms)
     norm = combine_norms(norms)
     if norm == 0.0 or not math.isfinite(norm):  # all zero: nothing to clip (and no 0/0)
-        return _unchanged(norm, norms)
+        return _unchanged(norm)
     clipped_norms, inner = [], 0.0  # inner = <clipped, original> / ||original||
     for g, tensor_norm in zip(grads, norms, strict=True):
         coef = _coefficient(tensor_norm, max_norm)
@@ -93,7 +92,7 @@ def clip_by_layer_norm(
             g *= coef
         clipped_norms.append(tensor_norm * coef)
         inner += coef * tensor_norm * (tensor_norm / norm)
-    return _result(norm, combine_norms(clipped_norms), inner, norms)
+    return _result(norm, combine_norms(clipped_norms), inner)
 
 
 def clip_by_value(
@@ -103,7 +102,7 @@ def clip_by_value(
     norms = _tensor_norms(grads, norms)
     norm = combine_norms(norms)
     if not math.isfinite(norm):
-        return _unchanged(norm, norms)
+        return _unchanged(norm)
     clipped_norms, inner = [], 0.0  # inner = <clipped, original> / ||original||
     for g, tensor_norm in zip(grads, norms, strict=True):
         if tensor_norm == 0.0:
@@ -113,15 +112,15 @@ def clip_by_value(
         np.clip(g, -clip_value, clip_value, out=g)
         clipped_norms.append(l2_norm(g))
         inner += float(np.dot(original.reshape(-1), g.reshape(-1)))
-    return _result(norm, combine_norms(clipped_norms), inner, norms)
+    return _result(norm, combine_norms(clipped_norms), inner)
 
 
-def _result(norm: float, clipped_norm: float, inner: float, norms) -> ClipResult:
+def _result(norm: float, clipped_norm: float, inner: float) -> ClipResult:
     """ClipResult from inner = <clipped, original> / ||original||: cosine = inner / ||clipped||."""
     if norm == 0.0:
-        return _unchanged(norm, norms)
+        return _unchanged(norm)
     cosine = min(1.0, inner / clipped_norm) if clipped_norm > 0 else math.nan
-    return ClipResult(norm, clipped_norm, clipped_norm / norm, cosine, tuple(norms))
+    return ClipResult(norm, clipped_norm, clipped_norm / norm, cosine)
 
 
 def clip_gradients(
@@ -134,8 +133,7 @@ def clip_gradients(
 
     ``norms``: each gradient's norm if already known (they are not recomputed)."""
     if mode == "none":
-        norms = _tensor_norms(grads, norms)
-        return _unchanged(combine_norms(norms), norms)
+        return _unchanged(combine_norms(_tensor_norms(grads, norms)))
     if mode == "norm":
         return clip_by_global_norm(grads, threshold, norms)
     if mode == "layer_norm":

@@ -174,18 +174,22 @@ class MLP:
             for layer in self.layers:
                 x = layer.forward(x, train)
             return x.copy()
-        recorded = {name: np.full(self.depth, np.nan) for name in _FORWARD_STATS}
+        recorded = np.empty((len(_FORWARD_STATS), self.depth))  # stat, layer
         for i, block in enumerate(self.blocks):
-            x = block.linear.forward(x, train)  # B, width
-            recorded["weight_norm"][i] = l2_norm(block.linear.params["weight"])
-            if block.norm is not None:
-                x = block.norm.forward(x, train)
-            x = block.activation.forward(x, train)
-            recorded["act_mean"][i], recorded["act_std"][i] = self._mean_std(x)
-            recorded["saturation"][i] = block.activation.saturation()
+            for layer in block.layers:
+                x = layer.forward(x, train)  # B, width
+            recorded[:, i] = self._forward_stats(block)
         x = self.output.forward(x, train)  # B, output_dim
-        self._forward_record = recorded
+        self._forward_record = dict(zip(_FORWARD_STATS, recorded, strict=True))
         return x.copy()
+
+    def _forward_stats(self, block: HiddenBlock) -> tuple[float, float, float, float]:
+        """A hidden layer's ``_FORWARD_STATS`` from its weights and last activation output."""
+        weight_norm = l2_norm(block.linear.params["weight"])
+        output = block.activation.output
+        if output is None:
+            return weight_norm, math.nan, math.nan, math.nan
+        return weight_norm, *self._mean_std(output), block.activation.saturation()
 
     def backward(
         self, grad_output: np.ndarray, input_grad: bool = False, record: bool = False
@@ -243,11 +247,7 @@ class MLP:
                 raise GradlabError(f"{name}: shape {value.shape} does not match {target.shape}")
             target[...] = value
 
-    def layer_stats(
-        self,
-        updates: dict[str, np.ndarray] | None = None,
-        grad_norms: dict[str, float] | None = None,
-    ) -> dict[str, np.ndarray]:
+    def layer_stats(self, updates: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Per-hidden-layer statistics from the last forward/backward, float64 arrays (depth,).
 
         weight_grad_norm, bias_grad_norm, delta_norm, weight_norm: Frobenius norms (robust to
@@ -255,31 +255,24 @@ class MLP:
         saturation: see each activation's ``saturation``; update_ratio: ||update|| / ||W||
         of the last optimizer step (``updates``, nan without it). What the last forward and
         backward recorded (``record=True``) is used as is; the rest is computed here.
-        ``grad_norms`` (by parameter name, e.g. ``ClipResult.tensor_norms``) are used too.
         """
-        known = dict(grad_norms or {})
-        if self.grad_norms is not None:
-            known.update(self.grad_norms)
-        forward = self._forward_record or {}
         stats = {name: np.full(self.depth, np.nan) for name in STAT_NAMES}
-        for name in _FORWARD_STATS:
-            if name in forward:
-                stats[name][:] = forward[name]
-        if self._delta_norms is not None:
-            stats["delta_norm"][:] = self._delta_norms
+        forward = self._forward_record
+        if forward is None:  # not recorded: measure now, from the same arrays
+            measured = np.array([self._forward_stats(block) for block in self.blocks]).T
+            forward = dict(zip(_FORWARD_STATS, measured, strict=True))
+        for name, values in forward.items():
+            stats[name][:] = values
+        grad_norms = self.grad_norms or {}
         for i, block in enumerate(self.blocks):
             linear = block.linear
             for key in ("weight", "bias"):
-                norm = known.get(f"layer{block.index}.{key}")
+                norm = grad_norms.get(f"layer{block.index}.{key}")
                 stats[f"{key}_grad_norm"][i] = l2_norm(linear.grads[key]) if norm is None else norm
-            if self._delta_norms is None and linear.delta is not None:
+            if self._delta_norms is not None:
+                stats["delta_norm"][i] = self._delta_norms[i]
+            elif linear.delta is not None:
                 stats["delta_norm"][i] = l2_norm(linear.delta)
-            if not forward:
-                stats["weight_norm"][i] = l2_norm(linear.params["weight"])
-                output = block.activation.output
-                if output is not None:
-                    stats["act_mean"][i], stats["act_std"][i] = self._mean_std(output)
-                    stats["saturation"][i] = block.activation.saturation()
         if updates is not None:
             stats["update_ratio"] = self.update_ratios(updates, stats["weight_norm"])
         return stats

@@ -27,9 +27,6 @@ class Optimizer:
         raise NotImplementedError
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
-        self._step(params, grads)
-
-    def _step(self, params, grads):
         """The per-parameter loop: p <- p - update."""
         for name, param in params.items():
             grad = grads[name]
@@ -136,7 +133,7 @@ class SGD(Optimizer):
 
     def step(self, params, grads):
         if self.momentum or self.weight_decay:
-            self._step(params, grads)
+            super().step(params, grads)
             return
         # Plain SGD is elementwise: when the parameters (and gradients) are views that tile
         # one array, as in ``MLP``, one multiply and one subtract update the whole model,
@@ -145,7 +142,7 @@ class SGD(Optimizer):
         if flat is None or not _same_layout(flat, params, grads):
             flat = self._flat = _flat_layout(params, grads)
             if flat is None:
-                self._step(params, grads)
+                super().step(params, grads)
                 return
             update = flat.flat_update
             offset = 0
