@@ -213,12 +213,8 @@ def _has_positive(*arrays) -> bool:
 
 
 def _setting(run: Run, dotted: str, default=None):
-    value = run.config
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return default
-        value = value[part]
-    return value
+    """A config value by its dotted key ('train.clip.mode'), or ``default``."""
+    return analysis.flatten(run.config).get(dotted, default)
 
 
 def _fmt(value, spec: str = ".3g") -> str:
