@@ -166,23 +166,32 @@ def check_agreement(depth, width, batch):
     return errors[worst]
 
 
-def time_block(side, x, y, steps) -> float:
+def time_block(side, x, y, steps, settle=0.0) -> float:
+    """ms/step over ``steps`` steps, after ``settle`` seconds of sleep and one untimed step.
+
+    The sleep lets the other library's idle worker threads stop spinning: OpenBLAS's
+    threads busy-wait ~0.1 s after each call, and on 2 cores they take a core from a torch
+    block that follows at once (torch ran up to 2x slower then, flattering gradlab)."""
     side.reset()  # lr 0.01 on one repeated batch diverges at width 512: restart each block
+    if settle:
+        time.sleep(settle)
+    side.step(x, y)  # wake this side's threads
+    side.reset()
     start = time.perf_counter()
     for _ in range(steps):
         side.step(x, y)
     return (time.perf_counter() - start) / steps * 1e3
 
 
-def time_cell(depth, width, batch, dtype, repeats, block_seconds):
+def time_cell(depth, width, batch, dtype, repeats, block_seconds, settle):
     """Median ms/step of (gradlab, torch), timed in alternating blocks after a warm-up."""
     ours, theirs, (x, y, tx, ty) = make_pair(depth, width, batch, dtype)
-    warm = [time_block(ours, x, y, 3), time_block(theirs, tx, ty, 3)]
+    warm = [time_block(ours, x, y, 3, settle), time_block(theirs, tx, ty, 3, settle)]
     steps = max(1, int(block_seconds * 1e3 / max(warm)))
     times = {"gradlab": [], "torch": []}
     for _ in range(repeats):
-        times["gradlab"].append(time_block(ours, x, y, steps))
-        times["torch"].append(time_block(theirs, tx, ty, steps))
+        times["gradlab"].append(time_block(ours, x, y, steps, settle))
+        times["torch"].append(time_block(theirs, tx, ty, steps, settle))
     if not (math.isfinite(ours.loss) and math.isfinite(theirs.loss)):
         sys.exit(f"ABORT: non-finite loss in the timing of {depth}/{width}/{batch}/{dtype}")
     return statistics.median(times["gradlab"]), statistics.median(times["torch"])
@@ -213,7 +222,11 @@ def blas_info() -> str:
         from threadpoolctl import threadpool_info
     except ImportError:
         return "numpy BLAS: (install threadpoolctl to show)"
-    pools = [f"{p['internal_api']} x{p['num_threads']}" for p in threadpool_info()]
+    pools = [
+        f"{p['internal_api']} x{p['num_threads']}"
+        + (f" ({p['architecture']} kernels)" if p.get("architecture") else "")
+        for p in threadpool_info()
+    ]
     return "thread pools: " + ", ".join(pools)
 
 
@@ -223,6 +236,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=None, help="timed blocks per side")
     parser.add_argument("--threads", type=int, default=THREADS, help="torch and BLAS threads")
     parser.add_argument("--block", type=float, default=None, help="seconds per timed block")
+    parser.add_argument(
+        "--settle", type=float, default=0.3, help="seconds of sleep before each block"
+    )
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
     block = args.block or (0.05 if args.quick else 0.2)
@@ -232,13 +248,24 @@ def main():
         f"numpy {np.__version__}, torch {torch.__version__}, {args.threads} threads "
         f"(torch {torch.get_num_threads()}); {blas_info()}"
     )
+    variables = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+    forced = {v: os.environ[v] for v in variables if v in os.environ}
+    if forced:
+        print(
+            "NOTE: OpenBLAS settings forced by the environment ("
+            + ", ".join(f"{k}={v}" for k, v in forced.items())
+            + "): numpy runs those kernels, not the ones it detects for this CPU"
+        )
 
     worst = max(check_agreement(*shape) for shape in shapes)
     print(
         f"float64 agreement check passed on {len(shapes)} cells: worst relative error "
         f"{worst:.2e} (loss, gradients, norms, params after one step; limit {TOLERANCE:g})"
     )
-    print(f"median of {repeats} interleaved blocks of ~{block:g} s per side\n")
+    print(
+        f"median of {repeats} interleaved blocks of ~{block:g} s per side, each after "
+        f"{args.settle:g} s of sleep\n"
+    )
 
     header = f"{'cell (depth/width/batch/dtype)':<32} {'gradlab ms':>11} {'torch ms':>10}"
     header += f" {'ratio':>7}"
@@ -246,7 +273,7 @@ def main():
     print("-" * len(header))
     results = {}
     for (depth, width, batch), dtype in itertools.product(shapes, DTYPES):
-        ours, theirs = time_cell(depth, width, batch, dtype, repeats, block)
+        ours, theirs = time_cell(depth, width, batch, dtype, repeats, block, args.settle)
         results[depth, width, batch, dtype] = ours, theirs
         cell = f"{depth}/{width}/{batch}/{dtype}"
         flag = "" if ours < theirs else "  <- slower"

@@ -225,8 +225,11 @@ class _Training:
                 self.optimizer.step(self.model.params, self.model.grads)
             if log_layers:
                 if step < steps:  # ||update|| / ||W before the update||
+                    update_norms = self.optimizer.update_norms(
+                        dict(zip(self.model.grads, clipped.tensor_norms, strict=True))
+                    )
                     stats["update_ratio"] = self.model.update_ratios(
-                        self.optimizer.updates, stats["weight_norm"]
+                        self.optimizer.updates, stats["weight_norm"], update_norms
                     )
                 self._log_layers(step, stats)
             self.final["train_loss"] = loss

@@ -77,6 +77,13 @@ def _assert_bitwise_equal(grads, originals):
         assert g.tobytes() == original.tobytes()
 
 
+def _check_tensor_norms(result, grads, scale):
+    """``tensor_norms``: each gradient's norm as it is now (after clipping), in order."""
+    assert len(result.tensor_norms) == len(grads)
+    for reported, g in zip(result.tensor_norms, grads, strict=True):
+        assert reported == pytest.approx(_reference_norm([g], scale), rel=RTOL, abs=0.0)
+
+
 # --- global norm -------------------------------------------------------------------------
 
 
@@ -84,6 +91,7 @@ def _check_clipped_norm_factor_cosine(result, grads, originals, scale):
     """The reported post-clip norm, factor and cosine match the arrays before and after."""
     clipped_total = _reference_norm(grads, scale)
     assert result.clipped_norm == pytest.approx(clipped_total, rel=RTOL, abs=0.0)
+    _check_tensor_norms(result, grads, scale)
     if result.norm > 0.0:
         assert result.factor == pytest.approx(clipped_total / result.norm, rel=RTOL, abs=0.0)
         cosine = _cosine(_flat(grads, scale), _flat(originals, scale))
@@ -122,6 +130,7 @@ def test_clip_by_global_norm_pytorch_semantics(grads_and_scale, base_max_norm):
     clipped_total = _reference_norm(grads, scale)
     assert clipped_total <= max_norm * (1.0 + RTOL)
     assert result.clipped_norm == pytest.approx(clipped_total, rel=RTOL, abs=0.0)
+    _check_tensor_norms(result, grads, scale)
     assert result.cosine == 1.0
     if total > 0.0:
         assert _cosine(_flat(grads, scale), _flat(originals, scale)) == pytest.approx(1.0, abs=RTOL)
@@ -238,6 +247,7 @@ def test_below_threshold_nothing_changes(grads_and_scale, margin, mode):
     assert result.factor == 1.0
     assert result.clipped_norm == result.norm
     assert result.norm == pytest.approx(_reference_norm(originals, scale), rel=RTOL, abs=0.0)
+    _check_tensor_norms(result, grads, scale)
     if result.norm > 0.0 and mode != "norm":
         assert result.cosine == pytest.approx(1.0, abs=RTOL)
     else:
@@ -253,6 +263,7 @@ def test_mode_none_only_measures(grads_and_scale, threshold):
     _assert_bitwise_equal(grads, originals)
     assert result.norm == pytest.approx(_reference_norm(originals, scale), rel=RTOL, abs=0.0)
     assert (result.clipped_norm, result.factor, result.cosine) == (result.norm, 1.0, 1.0)
+    _check_tensor_norms(result, grads, scale)
 
 
 def test_unknown_mode_is_an_error():
@@ -318,7 +329,7 @@ def test_all_zero_gradients(mode):
     result = clip_gradients(grads, mode, 1e-9)
     # "norm" reports PyTorch's coefficient even when it scales zeros: 1e-9 / (0 + 1e-6)
     factor = 1e-9 / EPS if mode == "norm" else 1.0
-    assert result == ClipResult(0.0, 0.0, factor, 1.0)
+    assert result == ClipResult(0.0, 0.0, factor, 1.0, (0.0, 0.0))
     assert result.finite
     for g in grads:
         assert not np.signbit(g).any() and not g.any()

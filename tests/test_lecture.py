@@ -97,7 +97,11 @@ def test_clipped_runs_never_exceed_the_threshold_and_do_not_diverge(clipped):
 
 def test_norm_clipping_keeps_the_direction_and_value_clipping_does_not(clipped):
     np.testing.assert_allclose(clipped["clip_norm"].metrics["clip_cosine"], 1.0, rtol=1e-12)
-    assert np.nanmax(clipped["clip_value"].metrics["clip_cosine"]) < 0.95
+    value = clipped["clip_value"].metrics
+    assert np.nanmedian(value["clip_cosine"]) < 0.7
+    # wherever many entries exceed E the direction turns; a step whose gradient happens to
+    # be small (few entries above E) is barely changed
+    assert np.nanmax(value["clip_cosine"][value["grad_norm"] > 1.0]) < 0.95
 
 
 def test_input_normalization_reaches_a_lower_loss_in_the_same_steps(tmp_path):

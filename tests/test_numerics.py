@@ -97,6 +97,17 @@ def test_float32_norm_beyond_float32_range_is_finite():
     assert norm > float(np.finfo(np.float32).max)
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e-30, 1e15])
+def test_float32_norm_of_a_large_array_is_accumulated_in_float64(scale):
+    """More entries than one cast chunk, non-contiguous too: float64 accumulation (a float32
+    sum is off by ~1e-7 relative, and its squares under- or overflow at these scales)."""
+    rng = np.random.default_rng(5)
+    array = (rng.normal(size=(300, 400)) * scale).astype(np.float32)
+    for view in (array, array[:, ::3], array.T):
+        exact = math.sqrt(math.fsum(float(v) ** 2 for v in view.ravel().tolist()))
+        assert l2_norm(view) == pytest.approx(exact, rel=1e-13)
+
+
 def test_norm_that_really_overflows_is_inf_not_nan():
     grad = np.full(4, 1.5e308)  # true norm 3e308 > float64 max
     assert l2_norm(grad) == math.inf

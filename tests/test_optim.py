@@ -285,3 +285,21 @@ def test_sgd_fast_path_notices_replaced_arrays():
     np.testing.assert_array_equal(
         replaced["output.bias"], before - 0.5 * model.grads["output.bias"]
     )
+
+
+def test_plain_sgd_reports_update_norms_from_gradient_norms():
+    """lr ||g|| is ||update|| of plain SGD to rounding of the products; other optimizers (and
+    weight decay) do not step along a fixed multiple of g and say so with None."""
+    from gradlab.engine.norms import l2_norm
+
+    rng = np.random.default_rng(11)
+    params, grads = _params(rng), _grad_sequence(rng, steps=1)[0]
+    optimizer = SGD(0.037)
+    optimizer.step(params, grads)
+    norms = optimizer.update_norms({name: l2_norm(g) for name, g in grads.items()})
+    assert set(norms) == set(grads)
+    for name, update in optimizer.updates.items():
+        assert norms[name] == pytest.approx(l2_norm(update), rel=1e-14)
+    for other in (SGD(0.1, momentum=0.9), SGD(0.1, weight_decay=0.01), Adam(0.1)):
+        other.step(params, grads)
+        assert other.update_norms({name: 1.0 for name in grads}) is None

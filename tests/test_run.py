@@ -62,6 +62,33 @@ def test_steps_zero_measures_initialization_only(write_config, tmp_path):
     )
 
 
+@pytest.mark.parametrize("mode", ["none", "norm", "layer_norm", "value"])
+def test_update_ratio_is_the_clipped_step_over_the_weights(write_config, tmp_path, mode):
+    """Plain SGD steps by lr * (clipped g), so update_ratio = lr ||clipped g_l|| / ||W_l||.
+    Momentum measures its update arrays instead; at step 0 its update is lr * g as well."""
+    threshold = 1e-3 if mode == "value" else 0.05  # both clip some steps of this network
+    changes = {"log.every": 1, "train.clip.mode": mode, "train.clip.threshold": threshold}
+    run = _run(write_config, tmp_path, changes, out=mode)
+    layers, lr = run.layers, run.config["train"]["lr"]
+    done = layers["step"] < run.config["train"]["steps"]  # the last step makes no update
+    ratio = layers["update_ratio"][done]
+    unclipped = lr * layers["weight_grad_norm"][done] / layers["weight_norm"][done]
+    if mode in ("none", "norm"):  # one factor for every tensor
+        factor = run.metrics["clip_factor"][layers["step"][done].astype(int)]
+        np.testing.assert_allclose(ratio, factor * unclipped, rtol=1e-13)
+    else:  # per tensor or per entry: never longer than the unclipped step, here shorter
+        assert (ratio <= unclipped * (1 + 1e-12)).all()
+        assert (ratio < unclipped * 0.99).any()
+    if mode == "layer_norm":
+        assert (ratio <= lr * threshold / layers["weight_norm"][done] * (1 + 1e-9)).all()
+    changes["train.optimizer"] = "momentum"
+    momentum = _run(write_config, tmp_path, changes, out=f"{mode}-momentum")
+    first = layers["step"] == 0
+    np.testing.assert_allclose(
+        momentum.layers["update_ratio"][first], layers["update_ratio"][first], rtol=1e-12
+    )
+
+
 def test_same_config_and_seed_are_byte_identical(write_config, tmp_path):
     a = _run(write_config, tmp_path, out="a")
     b = _run(write_config, tmp_path, out="b")

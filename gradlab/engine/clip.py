@@ -1,8 +1,9 @@
 """Gradient clipping as standalone functions on a list of gradient arrays (modified in place).
 
 Each returns a ``ClipResult`` with the pre-clip global norm, the post-clip global norm, the
-factor applied (post / pre; for ``norm`` exactly the PyTorch coefficient) and the cosine
-between the clipped and the unclipped gradient (1 when the direction is kept).
+factor applied (post / pre; for ``norm`` exactly the PyTorch coefficient), the cosine
+between the clipped and the unclipped gradient (1 when the direction is kept) and each
+gradient's norm after clipping.
 
 - ``clip_by_global_norm`` (PyTorch ``clip_grad_norm_``): total = sqrt(sum of squared
   per-tensor norms); coef = min(1, max_norm / (total + 1e-6)); every gradient times coef.
@@ -34,6 +35,7 @@ class ClipResult:
     clipped_norm: float  # global L2 norm after clipping
     factor: float  # clipped_norm / norm (1.0 when nothing was clipped)
     cosine: float  # cos(clipped, unclipped); 1.0 when only the length changed
+    tensor_norms: tuple[float, ...] = ()  # each gradient's norm after clipping, in order
 
     @property
     def finite(self) -> bool:
@@ -45,8 +47,8 @@ def global_norm(grads: Sequence[np.ndarray]) -> float:
     return combine_norms(l2_norm(g) for g in grads)
 
 
-def _unchanged(norm: float) -> ClipResult:
-    return ClipResult(norm, norm, 1.0, 1.0)
+def _unchanged(norm: float, norms: Sequence[float]) -> ClipResult:
+    return ClipResult(norm, norm, 1.0, 1.0, tuple(norms))
 
 
 def _coefficient(norm: float, max_norm: float) -> float:
@@ -69,12 +71,12 @@ def clip_by_global_norm(
     norms = _tensor_norms(grads, norms)
     norm = combine_norms(norms)
     if not math.isfinite(norm):
-        return _unchanged(norm)
+        return _unchanged(norm, norms)
     coef = _coefficient(norm, max_norm)
     if coef < 1.0:
         for g in grads:
             g *= coef
-    return ClipResult(norm, norm * coef, coef, 1.0)
+    return ClipResult(norm, norm * coef, coef, 1.0, tuple(n * coef for n in norms))
 
 
 def clip_by_layer_norm(
@@ -84,7 +86,7 @@ def clip_by_layer_norm(
     norms = _tensor_norms(grads, norms)
     norm = combine_norms(norms)
     if norm == 0.0 or not math.isfinite(norm):  # all zero: nothing to clip (and no 0/0)
-        return _unchanged(norm)
+        return _unchanged(norm, norms)
     clipped_norms, inner = [], 0.0  # inner = <clipped, original> / ||original||
     for g, tensor_norm in zip(grads, norms, strict=True):
         coef = _coefficient(tensor_norm, max_norm)
@@ -92,7 +94,7 @@ def clip_by_layer_norm(
             g *= coef
         clipped_norms.append(tensor_norm * coef)
         inner += coef * tensor_norm * (tensor_norm / norm)
-    return _result(norm, combine_norms(clipped_norms), inner)
+    return _result(norm, clipped_norms, inner)
 
 
 def clip_by_value(
@@ -102,7 +104,7 @@ def clip_by_value(
     norms = _tensor_norms(grads, norms)
     norm = combine_norms(norms)
     if not math.isfinite(norm):
-        return _unchanged(norm)
+        return _unchanged(norm, norms)
     clipped_norms, inner = [], 0.0  # inner = <clipped, original> / ||original||
     for g, tensor_norm in zip(grads, norms, strict=True):
         if tensor_norm == 0.0:
@@ -112,15 +114,16 @@ def clip_by_value(
         np.clip(g, -clip_value, clip_value, out=g)
         clipped_norms.append(l2_norm(g))
         inner += float(np.dot(original.reshape(-1), g.reshape(-1)))
-    return _result(norm, combine_norms(clipped_norms), inner)
+    return _result(norm, clipped_norms, inner)
 
 
-def _result(norm: float, clipped_norm: float, inner: float) -> ClipResult:
+def _result(norm: float, clipped_norms: list[float], inner: float) -> ClipResult:
     """ClipResult from inner = <clipped, original> / ||original||: cosine = inner / ||clipped||."""
     if norm == 0.0:
-        return _unchanged(norm)
+        return _unchanged(norm, clipped_norms)
+    clipped_norm = combine_norms(clipped_norms)
     cosine = min(1.0, inner / clipped_norm) if clipped_norm > 0 else math.nan
-    return ClipResult(norm, clipped_norm, clipped_norm / norm, cosine)
+    return ClipResult(norm, clipped_norm, clipped_norm / norm, cosine, tuple(clipped_norms))
 
 
 def clip_gradients(
@@ -133,7 +136,8 @@ def clip_gradients(
 
     ``norms``: each gradient's norm if already known (they are not recomputed)."""
     if mode == "none":
-        return _unchanged(combine_norms(_tensor_norms(grads, norms)))
+        norms = _tensor_norms(grads, norms)
+        return _unchanged(combine_norms(norms), norms)
     if mode == "norm":
         return clip_by_global_norm(grads, threshold, norms)
     if mode == "layer_norm":

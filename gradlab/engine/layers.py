@@ -67,6 +67,14 @@ class Linear(Layer):
         # the buffers of the last batch size, so the hot path needs no dict lookup
         self._out: np.ndarray | None = None
         self._grad_in: np.ndarray | None = None
+        self._ones_vector: np.ndarray | None = None
+
+    def _ones(self, batch: int) -> np.ndarray:
+        ones = self._ones_vector
+        if ones is None or ones.shape[0] != batch:
+            ones = self._ones_vector = self._buffer("ones", (batch,))
+            ones.fill(1.0)
+        return ones
 
     @property
     def fan_in(self) -> int:
@@ -99,8 +107,11 @@ class Linear(Layer):
             np.dot(x.T, grad_out, out=grads["weight"])
         else:
             np.matmul(x.T, grad_out, out=grads["weight"])
-        # np.sum without its Python wrapper: the same summation order, bit for bit
-        _add_reduce(grad_out, 0, None, grads["bias"])
+        if grad_out.dtype == self.dtype:
+            # the column sums as ones @ g: one BLAS gemv, ~3x faster than np.sum(axis=0)
+            np.dot(self._ones(grad_out.shape[0]), grad_out, out=grads["bias"])
+        else:
+            _add_reduce(grad_out, 0, None, grads["bias"])
         if not self.needs_input_grad:
             return None
         grad_in = self._grad_in
@@ -137,6 +148,8 @@ class _ExpSaturating(Activation):
 
     def __init__(self, dtype=np.float64):
         super().__init__(dtype)
+        self._int_dtype = np.dtype(f"int{8 * self.dtype.itemsize}")  # same width, for bits
+        self._sign_bit = self._int_dtype.type(np.iinfo(self._int_dtype).min)
         self._shape: tuple | None = None  # the shape of the buffers below
         self._e = self._r = self._out = self._grad_in = None
 
@@ -150,10 +163,11 @@ class _ExpSaturating(Activation):
 
     def _exp_terms(self, z):
         e, r, out, _ = self._buffers(z.shape)
-        np.abs(z, out=e)
-        if self._exponent_scale == 1.0:
-            np.negative(e, out=e)
+        if self._exponent_scale == 1.0 and z.dtype == self.dtype and z.flags.c_contiguous:
+            # -|z| in one pass: set the sign bit (nan stays nan, -0.0 gives exp 1)
+            np.bitwise_or(z.view(self._int_dtype), self._sign_bit, out=e.view(self._int_dtype))
         else:
+            np.abs(z, out=e)
             e *= -self._exponent_scale
         np.exp(e, out=e)
         np.add(e, 1.0, out=r)

@@ -302,21 +302,32 @@ class MLP:
         return mean, math.sqrt(float(np.vdot(centred, centred)) / size)
 
     def update_ratios(
-        self, updates: dict[str, np.ndarray], weight_norms: np.ndarray | None = None
+        self,
+        updates: dict[str, np.ndarray],
+        weight_norms: np.ndarray | None = None,
+        update_norms: dict[str, float] | None = None,
     ) -> np.ndarray:
         """||update of W_l|| / ||W_l|| per hidden layer (nan where no update is known).
 
         ``weight_norms`` are the ||W_l|| the update was applied to (e.g. ``layer_stats``'s
-        ``weight_norm``, measured before the step); without them the current weights."""
+        ``weight_norm``, measured before the step); without them the current weights.
+        ``update_norms`` (by parameter name, e.g. ``Optimizer.update_norms``) are used
+        instead of measuring ``updates`` where they are given."""
         ratios = np.full(self.depth, np.nan)
+        update_norms = update_norms or {}
         for i, block in enumerate(self.blocks):
-            update = updates.get(f"layer{block.index}.weight")
-            if update is not None:
-                if weight_norms is None or math.isnan(weight_norms[i]):
-                    weight_norm = l2_norm(block.linear.params["weight"])
-                else:
-                    weight_norm = float(weight_norms[i])
-                ratios[i] = _ratio(l2_norm(update), weight_norm)
+            name = f"layer{block.index}.weight"
+            update_norm = update_norms.get(name)
+            if update_norm is None:
+                update = updates.get(name)
+                if update is None:
+                    continue
+                update_norm = l2_norm(update)
+            if weight_norms is None or math.isnan(weight_norms[i]):
+                weight_norm = l2_norm(block.linear.params["weight"])
+            else:
+                weight_norm = float(weight_norms[i])
+            ratios[i] = _ratio(update_norm, weight_norm)
         return ratios
 
     def locate_nonfinite(self) -> dict | None:

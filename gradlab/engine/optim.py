@@ -7,6 +7,7 @@ buf <- mu buf + g (no dampening) and steps along buf, Nesterov along g + mu buf;
 bias-corrected moments and eps outside the square root.
 """
 
+from collections.abc import Mapping
 from operator import is_
 from typing import NamedTuple
 
@@ -25,6 +26,12 @@ class Optimizer:
     def _update(self, name, grad, update):
         """Write the step for one parameter, lr included, into ``update``."""
         raise NotImplementedError
+
+    def update_norms(self, grad_norms: Mapping[str, float]) -> dict[str, float] | None:
+        """||update|| of the last step per parameter, from the norms of the gradients it used,
+        where the update is a fixed multiple of the gradient; None where it is not (then
+        measure ``updates``)."""
+        return None
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         """The per-parameter loop: p <- p - update."""
@@ -151,6 +158,14 @@ class SGD(Optimizer):
                 offset += param.size
         np.multiply(flat.flat_grad, self.lr, out=flat.flat_update)
         np.subtract(flat.flat_param, flat.flat_update, out=flat.flat_param)
+
+    def update_norms(self, grad_norms):
+        """Plain SGD steps by lr * g: ||update|| = lr ||g|| (to rounding of the product),
+        without reading the updates back from memory."""
+        if self.momentum or self.weight_decay:
+            return None
+        lr = self.lr
+        return {name: lr * norm for name, norm in grad_norms.items()}
 
     def _update(self, name, grad, update):
         if not self.momentum:
