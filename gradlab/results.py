@@ -45,6 +45,7 @@ METRIC_COLUMNS = (
     "lr",
 )
 LAYER_COLUMNS = ("step", "layer", *STAT_NAMES)
+_STATS = LAYER_COLUMNS[2:]
 STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
 RUN_FILES = ("config.yaml", "meta.json", "metrics.csv", "layers.csv", "summary.json")
 
@@ -109,8 +110,7 @@ class CsvLog:
 
     def append_lines(self, lines) -> None:
         """Whole lines already formatted (without their newline)."""
-        for line in lines:
-            self._pending.write(line + "\n")
+        self._pending.write("".join([line + "\n" for line in lines]))
 
     def flush(self) -> None:
         """One write of all pending whole lines, then flush to the OS (survives SIGKILL)."""
@@ -184,10 +184,10 @@ class RunWriter:
 
     def log_layers(self, step: int, stats: dict[str, np.ndarray]) -> None:
         """One row per hidden layer; floats as their shortest round-trip repr (format_value)."""
-        table = np.column_stack([stats[column] for column in LAYER_COLUMNS[2:]])  # (depth, 7)
-        rows = table.astype(np.float64).tolist()
+        columns = [np.asarray(stats[column], dtype=np.float64).tolist() for column in _STATS]
         self.layers.append_lines(
-            f"{step},{layer},{','.join(map(repr, row))}" for layer, row in enumerate(rows, 1)
+            f"{step},{layer},{','.join(map(repr, row))}"
+            for layer, row in enumerate(zip(*columns, strict=True), 1)
         )
 
     def flush(self) -> None:

@@ -195,7 +195,7 @@ class _Training:
                 status = "diverged"
                 break
             # norms are taken as each gradient is computed, while it is in cache
-            self.model.backward(dlogits, record=True)
+            self.model.backward(dlogits, record=True, record_deltas=log_layers)
             norms = list(self.model.grad_norms.values())
             stats = self.model.layer_stats() if log_layers else None  # pre-clip
             clipped = clip_gradients(self.grad_list, clip.mode, clip.threshold, norms)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from gradlab.engine import MLP, mse
+from gradlab.engine.layers import Sigmoid, Tanh
 from gradlab.engine.model import STAT_NAMES
 from gradlab.errors import GradlabError
 
@@ -125,6 +126,21 @@ def test_layer_stats_shapes_and_values():
     assert np.isnan(model.layer_stats()["update_ratio"]).all()  # no updates given
 
 
+@pytest.mark.parametrize("dtype, disagreements", [(np.float64, 0), (np.float32, 1)])
+def test_saturation_counted_on_exp_matches_the_output_definition(dtype, disagreements):
+    """Counting e = exp(-k|z|) < threshold is the definition on the output (sigmoid < 0.01 or
+    > 0.99; |tanh| > 0.99) across the thresholds; float32's rounding of the output moves
+    at most one point of this 2-million-point grid."""
+    z = np.linspace(-8.0, 8.0, 2_000_001).astype(dtype).reshape(1, -1)
+    for layer, definition in (
+        (Sigmoid(dtype), lambda out: (out < 0.01) | (out > 0.99)),
+        (Tanh(dtype), lambda out: np.abs(out) > 0.99),
+    ):
+        expected = np.count_nonzero(definition(layer.forward(z)))
+        assert abs(layer.saturation() * z.size - expected) <= disagreements
+        assert expected > 0.4 * z.size
+
+
 def test_saturation_definitions():
     rng = np.random.default_rng(5)
     relu = _model(activation="relu", weight_scale=1.0)
@@ -183,6 +199,12 @@ def test_statistics_recorded_during_the_passes_equal_those_computed_after(norm):
     stats = recorded.layer_stats()
     for name in STAT_NAMES:
         np.testing.assert_array_equal(stats[name], expected[name], err_msg=name)
+    # without record_deltas the gradient norms are still recorded; layer_stats measures the
+    # deltas itself, with the same result
+    recorded.backward(dlogits, record=True, record_deltas=False)
+    assert recorded._delta_norms is None and list(recorded.grad_norms) == list(recorded.grads)
+    for name in STAT_NAMES:
+        np.testing.assert_array_equal(recorded.layer_stats()[name], stats[name], err_msg=name)
     # a later forward without record drops what the recorded one measured
     recorded.forward(rng.normal(size=(6, 5)), train=False)
     np.testing.assert_allclose(

@@ -151,7 +151,7 @@ class _ExpSaturating(Activation):
         self._int_dtype = np.dtype(f"int{8 * self.dtype.itemsize}")  # same width, for bits
         self._sign_bit = self._int_dtype.type(np.iinfo(self._int_dtype).min)
         self._shape: tuple | None = None  # the shape of the buffers below
-        self._e = self._r = self._out = self._grad_in = None
+        self._e = self._r = self._out = self._grad_in = self._saturated = None
 
     def _buffers(self, shape):
         """(e, r, out, grad_in) for this shape: attributes for the last shape, else the dict."""
@@ -173,6 +173,15 @@ class _ExpSaturating(Activation):
         np.add(e, 1.0, out=r)
         np.divide(1.0, r, out=r)  # = np.reciprocal, bit for bit, and faster
         return e, r, out
+
+    def saturation(self):
+        """The fraction of saturated outputs (see the subclass), counted on e = exp(-k|z|):
+        one comparison instead of two on the output, and exact at the thresholds' scale."""
+        e, saturated = self._e, self._saturated
+        if saturated is None or saturated.shape != e.shape:
+            saturated = self._saturated = self._buffer("saturated", e.shape, dtype=bool)
+        np.less(e, self._saturated_below, out=saturated)
+        return np.count_nonzero(saturated) / e.size
 
     def backward(self, grad_out):
         e, r, _, grad_in = self._buffers(grad_out.shape)
@@ -203,9 +212,7 @@ class Sigmoid(_ExpSaturating):
         self.output = out
         return out
 
-    def saturation(self):
-        out = self.output
-        return float(np.count_nonzero((out < 0.01) | (out > 0.99))) / out.size
+    _saturated_below = 1.0 / 99.0  # sigma < 0.01 or > 0.99  <=>  exp(-|z|) < 1/99
 
 
 class Tanh(_ExpSaturating):
@@ -222,8 +229,7 @@ class Tanh(_ExpSaturating):
         self.output = out
         return out
 
-    def saturation(self):
-        return float(np.count_nonzero(np.abs(self.output) > 0.99)) / self.output.size
+    _saturated_below = 1.0 / 199.0  # |tanh| > 0.99  <=>  exp(-2|z|) < 1/199
 
 
 class ReLU(Activation):

@@ -107,7 +107,8 @@ class MLP:
             fan_in = width
         self.output = linear(width, output_dim)
         self.blocks[0].linear.needs_input_grad = False
-        self.layers = [layer for block in self.blocks for layer in block.layers] + [self.output]
+        self._block_layers = [tuple(block.layers) for block in self.blocks]
+        self.layers = [layer for layers in self._block_layers for layer in layers] + [self.output]
 
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
@@ -123,9 +124,14 @@ class MLP:
             if block.norm is not None:
                 owners.append((f"layer{block.index}.norm", block.norm))
         owners.append(("output", self.output))
+        self._grad_names: dict = {}  # layer -> {gradient key: full parameter name}
         self._flatten([layer for _, layer in owners])
         for prefix, layer in owners:
             self._register(prefix, layer)
+        self._hidden_names = {  # parameter names of the hidden Linear layers, by layer
+            key: [f"layer{block.index}.{key}" for block in self.blocks]
+            for key in ("weight", "bias")
+        }
 
     @classmethod
     def from_dict(cls, spec: dict, rng: np.random.Generator | None = None) -> "MLP":
@@ -151,6 +157,7 @@ class MLP:
             offset = end
 
     def _register(self, prefix, layer):
+        self._grad_names[layer] = {key: f"{prefix}.{key}" for key in layer.grads}
         for key in layer.params:
             self.params[f"{prefix}.{key}"] = layer.params[key]
             self.grads[f"{prefix}.{key}"] = layer.grads[key]
@@ -174,13 +181,14 @@ class MLP:
             for layer in self.layers:
                 x = layer.forward(x, train)
             return x.copy()
-        recorded = np.empty((len(_FORWARD_STATS), self.depth))  # stat, layer
-        for i, block in enumerate(self.blocks):
-            for layer in block.layers:
+        recorded = []  # per layer: _FORWARD_STATS
+        forward_stats = self._forward_stats
+        for block, layers in zip(self.blocks, self._block_layers, strict=True):
+            for layer in layers:
                 x = layer.forward(x, train)  # B, width
-            recorded[:, i] = self._forward_stats(block)
+            recorded.append(forward_stats(block))
         x = self.output.forward(x, train)  # B, output_dim
-        self._forward_record = dict(zip(_FORWARD_STATS, recorded, strict=True))
+        self._forward_record = dict(zip(_FORWARD_STATS, np.array(recorded).T, strict=True))
         return x.copy()
 
     def _forward_stats(self, block: HiddenBlock) -> tuple[float, float, float, float]:
@@ -192,14 +200,18 @@ class MLP:
         return weight_norm, *self._mean_std(output), block.activation.saturation()
 
     def backward(
-        self, grad_output: np.ndarray, input_grad: bool = False, record: bool = False
+        self,
+        grad_output: np.ndarray,
+        input_grad: bool = False,
+        record: bool = False,
+        record_deltas: bool = True,
     ) -> np.ndarray | None:
         """Backpropagate dL/doutputs (B, output_dim); overwrites ``grads`` and the deltas.
 
-        With ``record``, the norm of every gradient (``grad_norms``, by parameter name) and
-        of every delta is taken as soon as it is computed (cheaper than re-reading them
-        later) and kept for ``layer_stats``. Returns dL/dx (B, input_dim) when
-        ``input_grad`` is set, else None (saves a matmul).
+        With ``record``, the norm of every gradient (``grad_norms``, by parameter name) and,
+        unless ``record_deltas`` is False, of every delta is taken as soon as it is computed
+        (cheaper than re-reading them later) and kept for ``layer_stats``. Returns dL/dx
+        (B, input_dim) when ``input_grad`` is set, else None (saves a matmul).
         """
         grad = np.asarray(grad_output, dtype=self.dtype)
         self.blocks[0].linear.needs_input_grad = input_grad
@@ -210,31 +222,27 @@ class MLP:
             return None if grad is None else grad.copy()
         grad_norms, delta_norms = {}, np.full(self.depth, np.nan)
         grad = self.output.backward(grad)
-        self._record_grad_norms(grad_norms, "output", self.output)
+        _record_norms(grad_norms, self._grad_names[self.output], self.output)
         for i in reversed(range(self.depth)):
             block = self.blocks[i]
             grad = block.activation.backward(grad)
             if block.norm is not None:
                 grad = block.norm.backward(grad)
-                self._record_grad_norms(grad_norms, f"layer{block.index}.norm", block.norm)
+                _record_norms(grad_norms, self._grad_names[block.norm], block.norm)
             grad = block.linear.backward(grad)
-            self._record_grad_norms(grad_norms, f"layer{block.index}", block.linear)
-            delta_norms[i] = l2_norm(block.linear.delta)
+            _record_norms(grad_norms, self._grad_names[block.linear], block.linear)
+            if record_deltas:
+                delta_norms[i] = l2_norm(block.linear.delta)
         self.grad_norms = {name: grad_norms[name] for name in self.grads}  # in ``grads`` order
-        self._delta_norms = delta_norms
+        self._delta_norms = delta_norms if record_deltas else None
         return None if grad is None else grad.copy()
-
-    @staticmethod
-    def _record_grad_norms(norms: dict, prefix: str, layer) -> None:
-        for key, value in layer.grads.items():
-            norms[f"{prefix}.{key}"] = l2_norm(value)
 
     def deltas(self) -> list[np.ndarray]:
         """dL/dh_l for hidden layers l = 1..depth from the last backward (views; copy to keep)."""
         return [block.linear.delta for block in self.blocks]
 
     def hidden_weight_names(self) -> list[str]:
-        return [f"layer{block.index}.weight" for block in self.blocks]
+        return list(self._hidden_names["weight"])
 
     def load_params(self, values: dict[str, np.ndarray]) -> None:
         """Copy arrays into the named parameters (shapes must match; unknown names are errors)."""
@@ -263,16 +271,19 @@ class MLP:
             forward = dict(zip(_FORWARD_STATS, measured, strict=True))
         for name, values in forward.items():
             stats[name][:] = values
-        grad_norms = self.grad_norms or {}
-        for i, block in enumerate(self.blocks):
-            linear = block.linear
-            for key in ("weight", "bias"):
-                norm = grad_norms.get(f"layer{block.index}.{key}")
-                stats[f"{key}_grad_norm"][i] = l2_norm(linear.grads[key]) if norm is None else norm
-            if self._delta_norms is not None:
-                stats["delta_norm"][i] = self._delta_norms[i]
-            elif linear.delta is not None:
-                stats["delta_norm"][i] = l2_norm(linear.delta)
+        grad_norms = self.grad_norms
+        for key in ("weight", "bias"):
+            names = self._hidden_names[key]
+            if grad_norms is not None:  # recorded by backward: all of them, by name
+                stats[f"{key}_grad_norm"][:] = [grad_norms[name] for name in names]
+            else:
+                stats[f"{key}_grad_norm"][:] = [l2_norm(self.grads[name]) for name in names]
+        if self._delta_norms is not None:
+            stats["delta_norm"][:] = self._delta_norms
+        else:
+            for i, block in enumerate(self.blocks):
+                if block.linear.delta is not None:
+                    stats["delta_norm"][i] = l2_norm(block.linear.delta)
         if updates is not None:
             stats["update_ratio"] = self.update_ratios(updates, stats["weight_norm"])
         return stats
@@ -288,9 +299,8 @@ class MLP:
             ones = self._ones.get(size)
             if ones is None:
                 ones = self._ones[size] = np.ones(size)
-            flat = values.reshape(-1)
-            mean = float(np.vdot(flat, ones)) / size
-            mean_square = float(np.vdot(flat, flat)) / size
+            mean = float(np.vdot(values, ones)) / size  # vdot reads both as flat vectors
+            mean_square = float(np.vdot(values, values)) / size
             variance = mean_square - mean * mean
             if variance >= 1e-6 * mean_square:
                 return mean, math.sqrt(variance)
@@ -315,8 +325,9 @@ class MLP:
         instead of measuring ``updates`` where they are given."""
         ratios = np.full(self.depth, np.nan)
         update_norms = update_norms or {}
-        for i, block in enumerate(self.blocks):
-            name = f"layer{block.index}.weight"
+        for i, (block, name) in enumerate(
+            zip(self.blocks, self._hidden_names["weight"], strict=True)
+        ):
             update_norm = update_norms.get(name)
             if update_norm is None:
                 update = updates.get(name)
@@ -361,6 +372,12 @@ class MLP:
                         quantity = f"norm {key} gradient"
                         return {"pass": "backward", "layer": block.index, "quantity": quantity}
         return None
+
+
+def _record_norms(norms: dict, names: dict, layer) -> None:
+    """norms[full name] = ||grad|| for each of ``layer``'s gradients (``names``: key -> name)."""
+    for key, value in layer.grads.items():
+        norms[names[key]] = l2_norm(value)
 
 
 def _finite(array: np.ndarray) -> bool:
