@@ -176,7 +176,8 @@ class _ExpSaturating(Activation):
 
     def saturation(self):
         """The fraction of saturated outputs (see the subclass), counted on e = exp(-k|z|):
-        one comparison instead of two on the output, and exact at the thresholds' scale."""
+        one comparison instead of two on the output. The two agree except for a unit whose
+        output rounds across the threshold (float32: 1 point of a 2-million-point grid in z)."""
         e, saturated = self._e, self._saturated
         if saturated is None or saturated.shape != e.shape:
             saturated = self._saturated = self._buffer("saturated", e.shape, dtype=bool)
