@@ -516,16 +516,51 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: not a text file (not UTF-8)") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the file ({error.strerror})") from None
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, source: str | Path) -> Any:
+    """``yaml.safe_load(text)``, refusing a key given twice in one mapping (YAML would keep
+    the last one silently: two ``lr:`` lines are a mistake, not an override). Errors are
+    ConfigError messages on one line that name ``source`` and the line."""
     try:
+        _check_unique_keys(yaml.compose(text, Loader=yaml.SafeLoader), source)
         return yaml.safe_load(text)
     except yaml.MarkedYAMLError as error:
-        raise ConfigError(_yaml_error_message(path, error)) from None
+        raise ConfigError(_yaml_error_message(source, error)) from None
     except yaml.YAMLError as error:
         one_line = " ".join(str(error).split())
-        raise ConfigError(f"{path}: not valid YAML ({one_line})") from None
+        raise ConfigError(f"{source}: not valid YAML ({one_line})") from None
 
 
-def _yaml_error_message(path: Path, error: yaml.MarkedYAMLError) -> str:
+def _check_unique_keys(root: yaml.Node | None, source: str | Path) -> None:
+    """ConfigError at the first key that appears twice in one mapping of the node tree
+    (``yaml.compose`` builds nodes only: no object is constructed)."""
+    stack = [(root, "")]
+    while stack:
+        node, prefix = stack.pop()
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((item, prefix) for item in node.value)
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        first_lines: dict[tuple, int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                line = key.start_mark.line + 1
+                key_path = f"{prefix}{key.value}"
+                if (key.tag, key.value) in first_lines:
+                    raise ConfigError(
+                        f"{source} line {line}: {key_path}: key given twice (first at line "
+                        f"{first_lines[key.tag, key.value]}); keep one of them",
+                        key_path,
+                    )
+                first_lines[key.tag, key.value] = line
+                stack.append((value, f"{key_path}."))
+            else:
+                stack.append((value, prefix))
+
+
+def _yaml_error_message(path: str | Path, error: yaml.MarkedYAMLError) -> str:
     """'config.yaml line 3, column 7: <problem> (<context> at line 2)' on one line."""
     mark = error.problem_mark or error.context_mark
     where = f"{path} line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)

@@ -58,6 +58,7 @@ from gradlab.config import (
     config_to_dict,
     dump_config_yaml,
     load_config,
+    parse_yaml,
 )
 from gradlab.errors import ConfigError, GradlabError
 from gradlab.results import RUN_FILES, atomic_write_json, is_run_dir
@@ -114,11 +115,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     path = Path(path)
     if not path.is_file():
         raise GradlabError(f"{path}: no such sweep spec file")
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        one_line = " ".join(str(error).split())
-        raise ConfigError(f"{path}: not valid YAML ({one_line})") from None
+    spec = parse_yaml(path.read_text(encoding="utf-8"), path)
     return expand_sweep(spec, spec_path=path, out=out)
 
 

@@ -106,6 +106,7 @@ BAD_FILES = {
     "yaml syntax": ("model:\n  depth: [1, 2\n", ["line"]),
     "not a mapping": ("- 1\n- 2\n", ["mapping"]),
     "unsafe tag": ("name: !!python/object/apply:os.system ['echo hi']\n", ["python/object"]),
+    "duplicate key": ("train:\n  lr: 0.1\n  lr: 0.2\n", ["line 3", "train.lr", "twice"]),
     "escaping name": ("name: ../evil\n", ["name"]),
     "absolute name": ("name: /tmp/evil\n", ["name"]),
 }

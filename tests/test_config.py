@@ -299,6 +299,34 @@ def test_unsafe_python_tag_is_reported_not_run(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("text", "key_path", "line", "first"),
+    [
+        ("seed: 1\ndtype: float64\nseed: 2\n", "seed", 3, 1),
+        ("train:\n  lr: 0.1\n  steps: 5\n  lr: 0.2\n", "train.lr", 4, 2),
+        ("model:\n  init: {scheme: normal, scheme: he}\n", "model.init.scheme", 2, 2),
+        ("train:\n  lr: 0.1\nlog:\n  every: 2\ntrain:\n  steps: 3\n", "train", 5, 1),
+        ("seed: 1\n'seed': 2\n", "seed", 2, 1),  # quoting does not make another key
+    ],
+)
+def test_a_key_given_twice_is_an_error_not_a_silent_override(tmp_path, text, key_path, line, first):
+    path = write_config(tmp_path, text)
+    error = load_error(path)
+    assert str(error) == (
+        f"{path} line {line}: {key_path}: key given twice (first at line {first}); keep one of them"
+    )
+    assert error.key_path == key_path
+
+
+def test_equal_keys_in_different_mappings_and_distinct_typed_keys_are_fine(tmp_path):
+    text = "data:\n  noise: 0.1\ntrain:\n  clip: {mode: norm, threshold: 0.5}\nlog:\n  every: 5\n"
+    assert load_config(write_config(tmp_path, text)).log.every == 5
+    # a key next to a merge key (<<) overrides the merged one: YAML's own rule, not a duplicate
+    merged = "model:\n  <<: {depth: 3, width: 8}\n  depth: 4\n"
+    model = load_config(write_config(tmp_path, merged)).model
+    assert (model.depth, model.width) == (4, 8)
+
+
+@pytest.mark.parametrize(
     ("text", "got"),
     [("- 1\n- 2\n", "got a list"), ("just words\n", "got 'just words'"), ("3\n", "got 3")],
 )

@@ -179,6 +179,13 @@ def test_bad_specs_are_config_errors(changes, fragment):
         sweep.expand_sweep(spec(**changes))
 
 
+def test_a_key_given_twice_in_a_spec_is_an_error(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text("config: {}\ngrid:\n  train.lr: [0.1, 0.2]\n  train.lr: [0.3]\n")
+    with pytest.raises(ConfigError, match=r"line 4: grid\.train\.lr: key given twice"):
+        sweep.load_sweep(path)
+
+
 def test_base_is_relative_to_the_spec_file_and_config_is_an_alternative(tmp_path, write_spec):
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "tiny.yaml").write_text(yaml.safe_dump(TINY))
