@@ -17,6 +17,7 @@ flushed together (a reader ignores a trailing partial line). ``meta.json`` still
 """
 
 import csv
+import functools
 import io
 import json
 import math
@@ -208,15 +209,23 @@ class RunWriter:
 
 @dataclass
 class Run:
-    """A run directory read back. Columns are float64 arrays (missing cells are nan)."""
+    """A run directory read back. ``metrics`` and ``layers`` map column names to float64
+    arrays (missing cells are nan); the CSV files are parsed on first access, so reading a
+    run for its summary (as ``gradlab run`` does to print its report) costs no parsing."""
 
     path: Path
     config: dict
     meta: dict
-    metrics: dict[str, np.ndarray]
-    layers: dict[str, np.ndarray]
     summary: dict | None
     problems: list[str] = field(default_factory=list)
+
+    @functools.cached_property
+    def metrics(self) -> dict[str, np.ndarray]:
+        return read_csv_columns(self.path / "metrics.csv", METRIC_COLUMNS)
+
+    @functools.cached_property
+    def layers(self) -> dict[str, np.ndarray]:
+        return read_csv_columns(self.path / "layers.csv", LAYER_COLUMNS)
 
     @property
     def name(self) -> str:
@@ -244,7 +253,8 @@ class Run:
 
 
 def read_csv_columns(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Columns of a gradlab CSV as float arrays; a trailing partial line is ignored."""
+    """Columns of a gradlab CSV as float arrays; a trailing partial line is ignored, and so
+    is a row with the wrong number of cells. Columns the file lacks are all nan."""
     data = {column: [] for column in columns}
     if not path.exists():
         return {column: np.zeros(0) for column in columns}
@@ -256,6 +266,12 @@ def read_csv_columns(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarr
     if header is None:
         return {column: np.zeros(0) for column in columns}
     index = {name: i for i, name in enumerate(header)}
+    table = _numeric_table(text.partition("\n")[2], len(header))
+    if table is not None:  # every row complete and numeric: numpy's C parser, ~3x faster
+        rows = table.shape[0]
+        return {
+            c: table[:, index[c]].copy() if c in index else np.full(rows, math.nan) for c in columns
+        }
     for row in reader:
         if len(row) != len(header):
             continue
@@ -263,6 +279,18 @@ def read_csv_columns(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarr
             cell = row[index[column]] if column in index else ""
             data[column].append(float(cell) if cell else math.nan)
     return {column: np.asarray(values, dtype=float) for column, values in data.items()}
+
+
+def _numeric_table(body: str, width: int) -> np.ndarray | None:
+    """The CSV rows in ``body`` as a (rows, width) float array, or None unless every row has
+    ``width`` numeric cells (an empty cell or a short row: the caller's slower path)."""
+    if not body.strip():
+        return np.zeros((0, width))
+    try:
+        table = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.float64, ndmin=2)
+    except ValueError:
+        return None
+    return table if table.shape[1] == width else None
 
 
 def is_run_dir(path: Path) -> bool:
@@ -295,15 +323,7 @@ def read_run(path) -> Run:
             problems.append(f"summary.json unreadable: {error}")
     if meta.get("status") == "running":
         problems.append("incomplete: meta.json still says running (killed, or still going)")
-    return Run(
-        path=path,
-        config=config,
-        meta=meta,
-        metrics=read_csv_columns(path / "metrics.csv", METRIC_COLUMNS),
-        layers=read_csv_columns(path / "layers.csv", LAYER_COLUMNS),
-        summary=summary,
-        problems=problems,
-    )
+    return Run(path=path, config=config, meta=meta, summary=summary, problems=problems)
 
 
 def find_runs(paths) -> list[Path]:

@@ -1,0 +1,103 @@
+"""Reading run directories back: CSV columns (fast and fallback parsers agree), lazy loading."""
+
+import math
+
+import numpy as np
+import pytest
+
+from gradlab import results
+from gradlab.results import read_csv_columns, read_run
+
+COLUMNS = ("step", "a", "b")
+TRICKY = [
+    5e-324,  # the smallest subnormal
+    1.2345e-310,
+    2.2250738585072014e-308,
+    1.7976931348623157e308,
+    -0.0,
+    0.1,
+    1 / 3,
+    math.inf,
+    -math.inf,
+    math.nan,
+    123456789.123456789,
+]
+
+
+def _write(tmp_path, lines, name="x.csv"):
+    path = tmp_path / name
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def _slow(path, columns, monkeypatch):
+    """read_csv_columns with the numpy fast path switched off."""
+    with monkeypatch.context() as patch:
+        patch.setattr(results, "_numeric_table", lambda body, width: None)
+        return read_csv_columns(path, columns)
+
+
+def _assert_columns_equal(a, b):
+    assert list(a) == list(b)
+    for name in a:
+        assert a[name].dtype == np.float64
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+        assert (np.signbit(a[name]) == np.signbit(b[name])).all(), name
+
+
+def test_fast_parser_reads_every_float_bit_for_bit(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    values = TRICKY + (rng.standard_normal(200) * 10.0 ** rng.integers(-300, 300, 200)).tolist()
+    lines = ["step,a,b"] + [f"{i},{v!r},{-v!r}" for i, v in enumerate(values)]
+    path = _write(tmp_path, lines)
+    fast = read_csv_columns(path, COLUMNS)
+    assert results._numeric_table("1,2,3\n", 3) is not None  # the fast path is the one used
+    _assert_columns_equal(fast, _slow(path, COLUMNS, monkeypatch))
+    np.testing.assert_array_equal(fast["a"], np.array(values))
+
+
+@pytest.mark.parametrize(
+    "lines, expected_a",
+    [
+        (["step,a,b", "0,1.5,2", "1,,3"], [1.5, math.nan]),  # an empty cell
+        (["step,a,b", "0,1.5,2", "1,2.5", "2,3.5,4"], [1.5, 3.5]),  # a short row is skipped
+        (["step,a,b"], []),  # a header only
+    ],
+)
+def test_rows_the_fast_parser_refuses_are_read_like_before(
+    tmp_path, monkeypatch, lines, expected_a
+):
+    path = _write(tmp_path, lines)
+    data = read_csv_columns(path, COLUMNS)
+    np.testing.assert_array_equal(data["a"], expected_a)
+    _assert_columns_equal(data, _slow(path, COLUMNS, monkeypatch))
+
+
+def test_a_trailing_partial_row_and_missing_columns(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("step,a\n0,1.5\n1,2.5\n2,3.", encoding="utf-8")  # killed mid-write
+    data = read_csv_columns(path, COLUMNS)
+    np.testing.assert_array_equal(data["a"], [1.5, 2.5])
+    assert np.isnan(data["b"]).all() and data["b"].shape == (2,)
+    data["b"][0] = 7.0  # each missing column is its own array
+    assert np.isnan(read_csv_columns(path, COLUMNS)["b"]).all()
+    assert read_csv_columns(tmp_path / "absent.csv", COLUMNS)["a"].shape == (0,)
+
+
+def test_read_run_parses_the_csv_files_only_when_asked(write_config, tmp_path, monkeypatch):
+    import gradlab
+
+    run = gradlab.run(write_config(), out=tmp_path / "run")
+    expected = run.layers["weight_grad_norm"].copy()
+
+    def refuse(path, columns):
+        raise AssertionError(f"parsed {path.name}")
+
+    monkeypatch.setattr(results, "read_csv_columns", refuse)
+    again = read_run(run.path)
+    assert again.status == "completed" and again.summary["name"] == "small"
+    with pytest.raises(AssertionError, match=r"parsed layers\.csv"):
+        _ = again.layers
+    monkeypatch.undo()
+    np.testing.assert_array_equal(again.layers["weight_grad_norm"], expected)
+    assert again.layers is again.layers  # parsed once
