@@ -181,14 +181,23 @@ class MLP:
             for layer in self.layers:
                 x = layer.forward(x, train)
             return x.copy()
-        recorded = []  # per layer: _FORWARD_STATS
-        forward_stats = self._forward_stats
+        weight_norms, means, stds, saturations = [], [], [], []
+        mean_std = self._mean_std
         for block, layers in zip(self.blocks, self._block_layers, strict=True):
             for layer in layers:
-                x = layer.forward(x, train)  # B, width
-            recorded.append(forward_stats(block))
+                x = layer.forward(x, train)  # B, width: ends as the activation's output
+            weight_norms.append(l2_norm(block.linear.params["weight"]))
+            mean, std = mean_std(x)
+            means.append(mean)
+            stds.append(std)
+            saturations.append(block.activation.saturation())
         x = self.output.forward(x, train)  # B, output_dim
-        self._forward_record = dict(zip(_FORWARD_STATS, np.array(recorded).T, strict=True))
+        self._forward_record = {
+            "weight_norm": np.array(weight_norms),
+            "act_mean": np.array(means),
+            "act_std": np.array(stds),
+            "saturation": np.array(saturations),
+        }
         return x.copy()
 
     def _forward_stats(self, block: HiddenBlock) -> tuple[float, float, float, float]:
