@@ -287,7 +287,9 @@ def _numeric_table(body: str, width: int) -> np.ndarray | None:
     if not body.strip():
         return np.zeros((0, width))
     try:
-        table = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.float64, ndmin=2)
+        table = np.loadtxt(
+            io.StringIO(body), delimiter=",", dtype=np.float64, ndmin=2, comments=None
+        )
     except ValueError:
         return None
     return table if table.shape[1] == width else None

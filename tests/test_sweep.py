@@ -179,6 +179,13 @@ def test_bad_specs_are_config_errors(changes, fragment):
         sweep.expand_sweep(spec(**changes))
 
 
+def test_a_binary_spec_is_a_config_error(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_bytes(b"\xff\xfe\x00grid")
+    with pytest.raises(ConfigError, match="not a text file"):
+        sweep.load_sweep(path)
+
+
 def test_a_key_given_twice_in_a_spec_is_an_error(tmp_path):
     path = tmp_path / "sweep.yaml"
     path.write_text("config: {}\ngrid:\n  train.lr: [0.1, 0.2]\n  train.lr: [0.3]\n")
