@@ -508,10 +508,16 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), seed: int | Non
 def _read_yaml(path: Path) -> Any:
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, not a config file")
+    return read_yaml_file(path, "config file")
+
+
+def read_yaml_file(path: Path, what: str) -> Any:
+    """``parse_yaml`` of a file; a missing, unreadable or non-UTF-8 file is a one-line
+    ConfigError that names it as ``what`` (e.g. "config file")."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise ConfigError(f"{path}: no such {what}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (not UTF-8)") from None
     except OSError as error:

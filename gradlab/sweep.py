@@ -58,7 +58,7 @@ from gradlab.config import (
     config_to_dict,
     dump_config_yaml,
     load_config,
-    parse_yaml,
+    read_yaml_file,
 )
 from gradlab.errors import ConfigError, GradlabError
 from gradlab.results import RUN_FILES, atomic_write_json, is_run_dir
@@ -115,13 +115,8 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     path = Path(path)
     if not path.is_file():
         raise GradlabError(f"{path}: no such sweep spec file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (not UTF-8)") from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read the file ({error.strerror})") from None
-    return expand_sweep(parse_yaml(text, path), spec_path=path, out=out)
+    spec = read_yaml_file(path, "sweep spec file")
+    return expand_sweep(spec, spec_path=path, out=out)
 
 
 def expand_sweep(spec: Any, spec_path: Path | None = None, out: str | Path | None = None) -> Sweep:

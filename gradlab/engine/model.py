@@ -181,23 +181,14 @@ class MLP:
             for layer in self.layers:
                 x = layer.forward(x, train)
             return x.copy()
-        weight_norms, means, stds, saturations = [], [], [], []
-        mean_std = self._mean_std
+        recorded = []  # per layer: _FORWARD_STATS
+        forward_stats = self._forward_stats
         for block, layers in zip(self.blocks, self._block_layers, strict=True):
             for layer in layers:
-                x = layer.forward(x, train)  # B, width: ends as the activation's output
-            weight_norms.append(l2_norm(block.linear.params["weight"]))
-            mean, std = mean_std(x)
-            means.append(mean)
-            stds.append(std)
-            saturations.append(block.activation.saturation())
+                x = layer.forward(x, train)  # B, width
+            recorded.append(forward_stats(block))
         x = self.output.forward(x, train)  # B, output_dim
-        self._forward_record = {
-            "weight_norm": np.array(weight_norms),
-            "act_mean": np.array(means),
-            "act_std": np.array(stds),
-            "saturation": np.array(saturations),
-        }
+        self._forward_record = _by_stat(recorded)
         return x.copy()
 
     def _forward_stats(self, block: HiddenBlock) -> tuple[float, float, float, float]:
@@ -276,8 +267,7 @@ class MLP:
         stats = {name: np.full(self.depth, np.nan) for name in STAT_NAMES}
         forward = self._forward_record
         if forward is None:  # not recorded: measure now, from the same arrays
-            measured = np.array([self._forward_stats(block) for block in self.blocks]).T
-            forward = dict(zip(_FORWARD_STATS, measured, strict=True))
+            forward = _by_stat([self._forward_stats(block) for block in self.blocks])
         for name, values in forward.items():
             stats[name][:] = values
         grad_norms = self.grad_norms
@@ -387,6 +377,12 @@ def _record_norms(norms: dict, names: dict, layer) -> None:
     """norms[full name] = ||grad|| for each of ``layer``'s gradients (``names``: key -> name)."""
     for key, value in layer.grads.items():
         norms[names[key]] = l2_norm(value)
+
+
+def _by_stat(per_layer: list[tuple]) -> dict[str, np.ndarray]:
+    """``_forward_stats`` tuples, one per layer, as {stat name: array over the layers}."""
+    columns = zip(*per_layer, strict=True)
+    return {name: np.array(column) for name, column in zip(_FORWARD_STATS, columns, strict=True)}
 
 
 def _finite(array: np.ndarray) -> bool:
