@@ -127,10 +127,11 @@ def test_layer_stats_shapes_and_values():
 
 
 @pytest.mark.parametrize("dtype, disagreements", [(np.float64, 0), (np.float32, 1)])
-def test_saturation_counted_on_exp_matches_the_output_definition(dtype, disagreements):
-    """Counting e = exp(-k|z|) < threshold is the definition on the output (sigmoid < 0.01 or
-    > 0.99; |tanh| > 0.99) across the thresholds; float32's rounding of the output moves
-    at most one point of this 2-million-point grid."""
+def test_saturation_counted_with_one_comparison_matches_the_output_definition(dtype, disagreements):
+    """Counting sigmoid' < 0.0099 (sigmoid) or e = exp(-2|z|) < 1/199 (tanh) is the
+    definition on the output (sigmoid < 0.01 or > 0.99; |tanh| > 0.99) across the
+    thresholds; float32's rounding of the output moves at most one point of this
+    2-million-point grid."""
     z = np.linspace(-8.0, 8.0, 2_000_001).astype(dtype).reshape(1, -1)
     for layer, definition in (
         (Sigmoid(dtype), lambda out: (out < 0.01) | (out > 0.99)),

@@ -23,6 +23,7 @@ from gradlab.engine import (
     global_norm,
     l2_norm,
     mse,
+    norms,
 )
 
 
@@ -108,6 +109,20 @@ def test_float32_norm_of_a_large_array_is_accumulated_in_float64(scale):
         assert l2_norm(view) == pytest.approx(exact, rel=1e-13)
 
 
+@pytest.mark.parametrize("size", [100, 3 * 8192, 120_000])
+@pytest.mark.parametrize("chunk", [None, 20_000])
+def test_float32_norm_rows_tail_and_chunks(size, chunk, monkeypatch):
+    """Sums of squares as rows of 8192 plus a tail, per cast chunk: every split is exact.
+    (A tail alone, rows alone, both; with a small chunk, several chunks that each end in a
+    tail.)"""
+    if chunk is not None:
+        monkeypatch.setattr(norms, "_CHUNK", chunk)
+    rng = np.random.default_rng(size)
+    array = rng.normal(size=size).astype(np.float32)
+    exact = math.sqrt(math.fsum(float(v) ** 2 for v in array.tolist()))
+    assert l2_norm(array) == pytest.approx(exact, rel=1e-14)
+
+
 def test_norm_that_really_overflows_is_inf_not_nan():
     grad = np.full(4, 1.5e308)  # true norm 3e308 > float64 max
     assert l2_norm(grad) == math.inf
@@ -189,6 +204,73 @@ def test_sigmoid_derivative_keeps_precision_deep_in_saturation():
     expected[2] = expected[3] = math.exp(-30.0) / (1 + math.exp(-30.0)) ** 2
     np.testing.assert_allclose(grad, [expected], rtol=1e-14, atol=0)
     assert np.all(grad > 0)
+
+
+def _sigmoid_reference(z):
+    """sigma and sigma' in extended precision (x87 long double where numpy has it)."""
+    wide = np.asarray(z, dtype=np.longdouble)
+    e = np.exp(-np.abs(wide))
+    r = 1 / (1 + e)
+    return np.where(wide >= 0, r, e * r), e * r * r
+
+
+@pytest.mark.parametrize("dtype, low", [(np.float64, -709.0), (np.float32, -87.0)])
+def test_sigmoid_fast_path_is_exact_to_a_few_ulps(dtype, low):
+    """Where exp(-z) does not overflow, sigma = 1/(1 + exp(-z)) and sigma' = (u sigma) sigma
+    are the fast path; they must match the exact values to a few ulps over the whole range,
+    deep in both saturations included (sigma' ~ 1e-308 and sigma ~ 1e-38 at the ends). The
+    exp(-|z|) form is off by as much (4.1 ulps for float32 sigma'(2.68): rounding of exp and
+    of three products)."""
+    z = np.concatenate([np.linspace(low, 40.0, 20_001), np.linspace(-8.0, 8.0, 2001)])
+    z = z.astype(dtype).reshape(1, -1)
+    layer = Sigmoid(dtype)
+    with _strict():
+        out = layer.forward(z).copy()
+        grad = layer.backward(np.ones_like(z)).copy()
+    assert _sigmoid_max_ulps(out, grad, z) <= 5
+
+
+def _sigmoid_max_ulps(out, grad, z):
+    sigma, derivative = _sigmoid_reference(z)
+    tiny = np.finfo(out.dtype).tiny  # compare normal numbers only: subnormals carry few bits
+    errors = []
+    for got, want in ((out, sigma), (grad, derivative)):
+        normal = np.abs(want) >= tiny
+        ulp = np.spacing(np.abs(want[normal]).astype(out.dtype)).astype(np.longdouble)
+        errors.append(float(np.max(np.abs(got[normal] - want[normal]) / ulp)))
+    return max(errors)
+
+
+@pytest.mark.parametrize("dtype, overflowing", [(np.float64, -720.0), (np.float32, -95.0)])
+def test_sigmoid_falls_back_where_exp_overflows(dtype, overflowing):
+    """One entry whose exp(-z) overflows sends the whole forward to the exp(-|z|) form: no
+    warning, the subnormal sigma(z) kept (not rounded to 0), the other entries as exact as
+    on the fast path, and backward consistent with that forward."""
+    z = np.array([[overflowing, -30.0, -1.0, 0.0, 2.0, 30.0]], dtype=dtype)
+    layer = Sigmoid(dtype)
+    with _strict():
+        out = layer.forward(z).copy()
+        grad = layer.backward(np.ones_like(z)).copy()
+    assert 0.0 < out[0, 0] < np.finfo(dtype).tiny  # subnormal, not 0
+    assert 0.0 < grad[0, 0] < np.finfo(dtype).tiny
+    assert _sigmoid_max_ulps(out, grad, z) <= 5
+    fast = Sigmoid(dtype)
+    np.testing.assert_allclose(fast.forward(z[:, 1:]), out[:, 1:], rtol=4 * np.finfo(dtype).eps)
+    np.testing.assert_allclose(
+        fast.backward(np.ones_like(z[:, 1:])), grad[:, 1:], rtol=4 * np.finfo(dtype).eps
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sigmoid_at_infinities_and_nan(dtype):
+    z = np.array([[-np.inf, np.inf, np.nan, 1.0]], dtype=dtype)
+    layer = Sigmoid(dtype)
+    with np.errstate(over="raise", divide="raise"):
+        out = layer.forward(z).copy()
+        grad = layer.backward(np.ones_like(z))
+    assert out[0, 0] == 0.0 and out[0, 1] == 1.0 and np.isnan(out[0, 2])
+    assert grad[0, 0] == 0.0 and grad[0, 1] == 0.0 and np.isnan(grad[0, 2])
+    assert layer.saturation() == pytest.approx(2 / 4)  # nan is not saturated
 
 
 # --- losses at extreme logits ------------------------------------------------------------

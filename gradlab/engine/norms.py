@@ -17,6 +17,9 @@ import numpy as np
 # squares of entries below ~1e-154 lose bits long before the sum reaches 0).
 _SAFE_LOW, _SAFE_HIGH = 1e-250, 1e250
 _CHUNK = 1 << 22  # float64 elements cast at a time: the buffer never exceeds 32 MiB
+_ROW = 8192  # entries per dot product: OpenBLAS runs dots of <= 10000 on the calling thread
+_vecdot = np.vecdot
+_add_reduce = np.add.reduce
 _local = threading.local()
 
 
@@ -41,9 +44,14 @@ def l2_norm(array: np.ndarray) -> float:
 
 
 def _float64_sum_of_squares(flat: np.ndarray) -> float:
-    """Sum of squares of a non-float64 1-D array, accumulated in float64: the array is cast
-    (exactly, for float32) into a reused per-thread buffer, not a fresh float64 copy (whose
-    page faults cost more than the dot product); one BLAS call per ``_CHUNK`` entries."""
+    """Sum of squares of a non-float64 1-D array, accumulated in float64.
+
+    The array is cast (exactly, for float32) into a reused per-thread buffer, not a fresh
+    float64 copy (whose page faults cost more than the products), and its squares are summed
+    as rows of ``_ROW`` entries with ``np.vecdot``. Rows that short keep BLAS on this thread:
+    a multithreaded dot over a buffer this thread has just written waited for the other core
+    to fetch it, 2-3x slower, depending on where the OS had put the BLAS threads.
+    """
     buffer = getattr(_local, "buffer", None)
     if buffer is None or buffer.size < min(flat.size, _CHUNK):
         buffer = _local.buffer = np.empty(min(flat.size, _CHUNK))
@@ -52,7 +60,13 @@ def _float64_sum_of_squares(flat: np.ndarray) -> float:
         part = flat[start : start + _CHUNK]
         cast = buffer[: part.size]
         np.copyto(cast, part)
-        total += float(np.vdot(cast, cast))
+        rows = part.size // _ROW * _ROW
+        if rows:
+            matrix = cast[:rows].reshape(-1, _ROW)
+            total += float(_add_reduce(_vecdot(matrix, matrix)))
+        if rows < part.size:
+            tail = cast[rows:]
+            total += float(np.vdot(tail, tail))
     return total
 
 
