@@ -52,6 +52,19 @@ def test_sigmoid_far_in_saturation(rng):
     check_layer(Sigmoid(), -20.0 + rng.normal(size=(BATCH, FEATURES)), rng)
 
 
+def test_sigmoid_fallback_form(rng):
+    """One pre-activation of -800 (exp(800) overflows) sends the whole forward and backward
+    to the exp(-|z|) form; its gradient must be as right as the fast path's."""
+    x = 3.0 * rng.normal(size=(BATCH, FEATURES))
+    x[0, 0] = -800.0
+    layer = Sigmoid()
+    layer.forward(x)
+    # sigma'(-800) = e r^2 = 0 (underflow): the exp(-|z|) form; the fast path's u sigma^2
+    # would be inf * 0 = nan here
+    assert layer.backward(np.ones_like(x))[0, 0] == 0.0
+    check_layer(layer, x, rng)
+
+
 @pytest.mark.parametrize("train", [True, False])
 def test_batchnorm(train, rng):
     layer = BatchNorm(FEATURES)
