@@ -110,9 +110,6 @@ class CsvLog:
         self._pending.write(",".join(columns) + "\n")
         self.flush()
 
-    def append(self, values) -> None:
-        self._pending.write(metrics_line(values))
-
     def append_text(self, text: str) -> None:
         """Whole lines already formatted, each with its newline."""
         self._pending.write(text)
@@ -135,7 +132,7 @@ class CsvLog:
 
 
 def metrics_line(values) -> str:
-    """One CSV line (with its newline) of ``format_value`` cells."""
+    """One metrics.csv line (with its newline) of ``format_value`` cells."""
     return ",".join(format_value(v) for v in values) + "\n"
 
 
