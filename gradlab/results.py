@@ -110,6 +110,9 @@ class CsvLog:
         self._pending.write(",".join(columns) + "\n")
         self.flush()
 
+    def append(self, values) -> None:
+        self._pending.write(metrics_line(values))
+
     def append_text(self, text: str) -> None:
         """Whole lines already formatted, each with its newline."""
         self._pending.write(text)
@@ -132,7 +135,7 @@ class CsvLog:
 
 
 def metrics_line(values) -> str:
-    """One metrics.csv line (with its newline) of ``format_value`` cells."""
+    """One CSV line (with its newline) of ``format_value`` cells."""
     return ",".join(format_value(v) for v in values) + "\n"
 
 

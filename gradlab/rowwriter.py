@@ -16,7 +16,6 @@ killed, even by SIGKILL) the child writes what it has and exits. It ignores SIGI
 is the training process's to handle.
 """
 
-import os
 import signal
 import struct
 import subprocess
@@ -43,8 +42,8 @@ class RowWriterProcess:
     """
 
     def __init__(self, metrics_path, layers_path):
-        if not sys.executable or not os.path.isfile(__file__):  # embedded, or zipped
-            raise OSError("no Python executable and script to run the row writer")
+        if not sys.executable:  # an embedding interpreter: no Python to start
+            raise OSError("no Python executable to run the row writer")
         self._process = subprocess.Popen(
             [sys.executable, "-I", "-S", __file__, str(metrics_path), str(layers_path)],
             stdin=subprocess.PIPE,

@@ -163,13 +163,3 @@ def test_runs_write_their_rows_through_the_child(write_config, tmp_path, monkeyp
     result = run(write_config({}), out=tmp_path / "run")
     assert len(started) == 1
     assert result.status == "completed" and result.layers["step"].size > 0
-
-
-def test_no_script_file_means_no_child(tmp_path, monkeypatch):
-    """gradlab imported from a zip has no file to run: the rows are written here."""
-    monkeypatch.setattr(rowwriter, "__file__", str(tmp_path / "missing.zip" / "rowwriter.py"))
-    writer = _writer(tmp_path / "run", True)
-    assert writer.rows is None
-    _log_steps(writer, steps=1)
-    writer.close(status="completed")
-    assert read_run(tmp_path / "run").layers["step"].size == 4
