@@ -13,9 +13,7 @@
 A run killed at any moment, even by SIGKILL, leaves parseable files: JSON and YAML are
 replaced with ``os.replace`` of a complete temporary file, and CSV rows are whole lines
 flushed together (a reader ignores a trailing partial line). ``meta.json`` still says
-``running`` then, and readers report such a run as incomplete. The runner's CSV rows are
-formatted and written by a child process (``rowwriter``), which writes everything it was
-sent even when the run is killed.
+``running`` then, and readers report such a run as incomplete.
 """
 
 import csv
@@ -34,7 +32,6 @@ import numpy as np
 
 from gradlab.engine.model import STAT_NAMES
 from gradlab.errors import GradlabError
-from gradlab.rowwriter import RowWriterProcess, layer_lines
 
 METRIC_COLUMNS = (
     "step",
@@ -103,7 +100,6 @@ class CsvLog:
     """A CSV file appended whole rows at a time; ``flush`` makes them durable to readers."""
 
     def __init__(self, path: Path, columns: tuple[str, ...]):
-        self.path = Path(path)
         self.columns = columns
         self._handle = open(path, "w", encoding="utf-8", newline="")
         self._pending = io.StringIO()
@@ -111,11 +107,11 @@ class CsvLog:
         self.flush()
 
     def append(self, values) -> None:
-        self._pending.write(metrics_line(values))
+        self._pending.write(",".join(format_value(v) for v in values) + "\n")
 
-    def append_text(self, text: str) -> None:
-        """Whole lines already formatted, each with its newline."""
-        self._pending.write(text)
+    def append_lines(self, lines) -> None:
+        """Whole lines already formatted (without their newline)."""
+        self._pending.write("".join([line + "\n" for line in lines]))
 
     def flush(self) -> None:
         """One write of all pending whole lines, then flush to the OS (survives SIGKILL)."""
@@ -125,18 +121,9 @@ class CsvLog:
             self._handle.flush()
             self._pending = io.StringIO()
 
-    @property
-    def closed(self) -> bool:
-        return self._handle.closed
-
     def close(self) -> None:
         self.flush()
         self._handle.close()
-
-
-def metrics_line(values) -> str:
-    """One CSV line (with its newline) of ``format_value`` cells."""
-    return ",".join(format_value(v) for v in values) + "\n"
 
 
 def versions() -> dict:
@@ -179,97 +166,42 @@ def _holds_only_a_run(path: Path) -> bool:
 
 
 class RunWriter:
-    """Writes one run directory as the run goes. Used by the runner.
+    """Writes one run directory as the run goes. Used by the runner."""
 
-    With ``background``, the CSV rows go to a child process (``rowwriter``) that formats and
-    appends them while training goes on; the files get the same bytes, each logged step is
-    appended and flushed as soon as the child has read it, and ``close`` waits for all of
-    it. Without, or if no child process can be started, this process writes them.
-    """
-
-    def __init__(self, path: Path, config_yaml: str, meta: dict, background: bool = False):
+    def __init__(self, path: Path, config_yaml: str, meta: dict):
         self.path = Path(path)
         atomic_write_text(self.path / "config.yaml", config_yaml)
         self.meta = {"status": "running", **meta}
         self.write_meta()
         self.metrics = CsvLog(self.path / "metrics.csv", METRIC_COLUMNS)
         self.layers = CsvLog(self.path / "layers.csv", LAYER_COLUMNS)
-        self.rows: RowWriterProcess | None = None
-        self.failure: str | None = None  # why the rows could not all be written
-        if background:
-            try:
-                self.rows = RowWriterProcess(self.metrics.path, self.layers.path)
-            except OSError:
-                return  # (no process to be had: write the rows here)
-            self.metrics.close()
-            self.layers.close()
 
     def write_meta(self, **updates) -> None:
         self.meta.update(updates)
         atomic_write_json(self.path / "meta.json", self.meta)
 
     def log_metrics(self, row: dict) -> None:
-        line = metrics_line(row.get(column) for column in METRIC_COLUMNS)
-        if self.rows is not None:
-            self.rows.metrics(line)
-        else:
-            self.metrics.append_text(line)
+        self.metrics.append(row.get(column) for column in METRIC_COLUMNS)
 
     def log_layers(self, step: int, stats: dict[str, np.ndarray]) -> None:
         """One row per hidden layer; floats as their shortest round-trip repr (format_value)."""
-        if self.rows is not None:
-            block = np.array([stats[column] for column in _STATS], dtype=np.float64)
-            self.rows.layers(step, block.tobytes(), len(_STATS))
-            return
         columns = [np.asarray(stats[column], dtype=np.float64).tolist() for column in _STATS]
-        self.layers.append_text(layer_lines(step, columns))
+        self.layers.append_lines(
+            f"{step},{layer},{','.join(map(repr, row))}"
+            for layer, row in enumerate(zip(*columns, strict=True), 1)
+        )
 
     def flush(self) -> None:
-        """Make every row logged so far durable (with ``background``: hand it to the child)."""
-        if self.rows is None:
-            self.metrics.flush()
-            self.layers.flush()
-            return
-        try:
-            self.rows.flush()
-        except OSError as error:  # the child has gone: say why, as close does
-            self._close_rows(error)
+        self.metrics.flush()
+        self.layers.flush()
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_json(self.path / "summary.json", summary)
 
     def close(self, **meta_updates) -> None:
-        """Finish the CSV files, then rewrite meta.json with ``meta_updates``. If the rows
-        could not all be written, meta.json says ``failed``, and GradlabError is raised
-        unless ``flush`` has raised it already."""
-        reported = self.failure is not None
-        try:
-            if self.rows is not None:
-                self._close_rows()
-            elif not self.metrics.closed:  # (closed here: handed to a child)
-                self.metrics.close()
-                self.layers.close()
-        except GradlabError:
-            reported = False
-        if self.failure is not None:
-            meta_updates["status"] = "failed"
-            meta_updates.setdefault("error", self.failure)
+        self.metrics.close()
+        self.layers.close()
         self.write_meta(**meta_updates)
-        if self.failure is not None and not reported:
-            raise GradlabError(self.failure)
-
-    def _close_rows(self, cause: BaseException | None = None) -> None:
-        """Let the child finish; GradlabError with its last words if it did not (or if
-        ``cause``, a failed write to it, says it had gone)."""
-        rows, self.rows = self.rows, None
-        try:
-            rows.close()
-        except (OSError, RuntimeError) as error:
-            if cause is None or isinstance(error, RuntimeError):  # the child's own message
-                cause = error
-        if cause is not None:
-            self.failure = f"{self.path}: writing metrics.csv and layers.csv failed: {cause}"
-            raise GradlabError(self.failure) from cause
 
 
 # ---- reading runs back ------------------------------------------------------------------

@@ -323,7 +323,6 @@ def run_config(
         path,
         dump_config_yaml(config),
         {"seed": config.seed, "started_at": _now(), "steps": config.train.steps, **versions()},
-        background=True,  # CSV rows formatted and written by a child process
     )
 
     def finish(status, **extra):
