@@ -221,6 +221,8 @@ def test_sigmoid_fast_path_is_exact_to_a_few_ulps(dtype, low):
     deep in both saturations included (sigma' ~ 1e-308 and sigma ~ 1e-38 at the ends). The
     exp(-|z|) form is off by as much (4.1 ulps for float32 sigma'(2.68): rounding of exp and
     of three products)."""
+    if np.finfo(np.longdouble).eps >= np.finfo(dtype).eps:
+        pytest.skip("no extended precision here for a reference")
     z = np.concatenate([np.linspace(low, 40.0, 20_001), np.linspace(-8.0, 8.0, 2001)])
     z = z.astype(dtype).reshape(1, -1)
     layer = Sigmoid(dtype)
@@ -246,6 +248,8 @@ def test_sigmoid_falls_back_where_exp_overflows(dtype, overflowing):
     """One entry whose exp(-z) overflows sends the whole forward to the exp(-|z|) form: no
     warning, the subnormal sigma(z) kept (not rounded to 0), the other entries as exact as
     on the fast path, and backward consistent with that forward."""
+    if np.finfo(np.longdouble).eps >= np.finfo(dtype).eps:
+        pytest.skip("no extended precision here for a reference")
     z = np.array([[overflowing, -30.0, -1.0, 0.0, 2.0, 30.0]], dtype=dtype)
     layer = Sigmoid(dtype)
     with _strict():
