@@ -277,6 +277,15 @@ def test_sigmoid_at_infinities_and_nan(dtype):
     assert layer.saturation() == pytest.approx(2 / 4)  # nan is not saturated
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sigmoid_of_an_empty_batch(dtype):
+    layer = Sigmoid(dtype)
+    assert layer.forward(np.zeros((0, 3), dtype=dtype)).shape == (0, 3)
+    assert layer.backward(np.zeros((0, 3), dtype=dtype)).shape == (0, 3)
+    model = MLP(3, 1, 2, 4, "sigmoid", rng=np.random.default_rng(0), dtype=dtype)
+    assert model.forward(np.zeros((0, 3))).shape == (0, 1)
+
+
 # --- losses at extreme logits ------------------------------------------------------------
 
 

@@ -223,7 +223,7 @@ class Sigmoid(_ExpSaturating):
         np.negative(x, out=d)
         with np.errstate(over="ignore"):  # an overflow is detected just below, never kept
             np.exp(d, out=d)  # u = exp(-z)
-        if _max(d, axis=None) == np.inf:  # overflow, or z = -inf (a nan z stays nan)
+        if _max(d, axis=None, initial=0.0) == np.inf:  # overflow, or z = -inf (nan: no)
             e, r, out = self._exp_terms(x)
             # sigma(z) = f r with f = 1 (z >= 0) or e (z < 0): 1 / (1 + e) resp. e / (1 + e).
             # f = max(e, [z >= 0]) since 0 <= e <= 1 (nan stays nan): exact, and much faster
