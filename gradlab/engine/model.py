@@ -220,7 +220,8 @@ class MLP:
             for layer in reversed(self.layers):
                 grad = layer.backward(grad)
             return None if grad is None else grad.copy()
-        grad_norms, delta_norms = {}, np.full(self.depth, np.nan)
+        grad_norms = {}
+        delta_norms = np.full(self.depth, np.nan) if record_deltas else None
         grad = self.output.backward(grad)
         _record_norms(grad_norms, self._grad_names[self.output], self.output)
         for i in reversed(range(self.depth)):
@@ -231,10 +232,10 @@ class MLP:
                 _record_norms(grad_norms, self._grad_names[block.norm], block.norm)
             grad = block.linear.backward(grad)
             _record_norms(grad_norms, self._grad_names[block.linear], block.linear)
-            if record_deltas:
+            if delta_norms is not None:
                 delta_norms[i] = l2_norm(block.linear.delta)
         self.grad_norms = {name: grad_norms[name] for name in self.grads}  # in ``grads`` order
-        self._delta_norms = delta_norms if record_deltas else None
+        self._delta_norms = delta_norms
         return None if grad is None else grad.copy()
 
     def deltas(self) -> list[np.ndarray]:
