@@ -126,12 +126,26 @@ def predict_theory(config: Config, q0: float) -> dict:
     return result
 
 
+def _seed_streams(config: Config) -> list[np.random.SeedSequence]:
+    """The data, init and batch seeds: one SeedSequence(seed) spawns all three, so changing
+    the model never changes the data."""
+    return np.random.SeedSequence(config.seed).spawn(3)
+
+
+def theory_at_init(config: Config, x_train: np.ndarray | None = None) -> dict:
+    """predict_theory with q0 = the mean squared training input. Without ``x_train`` the run's
+    data is regenerated from its seed: the theory needs no training (e.g. for a killed run)."""
+    if x_train is None:
+        x_train = make_dataset(config, np.random.default_rng(_seed_streams(config)[0])).x_train
+    return predict_theory(config, float(np.mean(np.square(x_train, dtype=np.float64))))
+
+
 class _Training:
     """State of one training run; ``run`` returns (status, summary)."""
 
     def __init__(self, config: Config, writer: RunWriter, stop: _Stop, progress: bool):
         self.config, self.writer, self.stop = config, writer, stop
-        data_seed, init_seed, batch_seed = np.random.SeedSequence(config.seed).spawn(3)
+        data_seed, init_seed, batch_seed = _seed_streams(config)
         self.dataset = make_dataset(config, np.random.default_rng(data_seed))
         self.model = build_model(config, np.random.default_rng(init_seed))
         self.loss_name = config.resolved_loss
@@ -285,7 +299,6 @@ class _Training:
                 "weight_grad_norm": stats["weight_grad_norm"],
                 "delta_norm": stats["delta_norm"],
             }
-        q0 = float(np.mean(np.square(self.dataset.x_train, dtype=np.float64)))
         return {
             "name": self.config.name,
             "status": status,
@@ -294,7 +307,7 @@ class _Training:
             "final": self.final,
             "gradient_factor": factors,
             "regime": regimes,
-            "theory": predict_theory(self.config, q0),
+            "theory": theory_at_init(self.config, self.dataset.x_train),
             "divergence": self.divergence,
             "layers": layers,
         }
