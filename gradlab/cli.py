@@ -141,13 +141,23 @@ def theory_command(activation, weight_scale, bias_scale, norm, batch_size, q0, t
     default="table",
     show_default=True,
 )
-def summary_command(paths, fmt):
+@click.option(
+    "--group-by-seed",
+    is_flag=True,
+    help="One row per point (runs equal but for the seed): mean, std and count over seeds.",
+)
+def summary_command(paths, fmt, group_by_seed):
     """One row per run under PATH...: status, the config keys that differ, M at init and final,
-    theory, verdict, final losses. The csv is ready for pandas.read_csv."""
+    theory, verdict, final losses. Config values as given, results to 4 significant digits
+    (csv and json: full precision). The csv loads with pandas.read_csv and with
+    numpy.genfromtxt(path, names=True, delimiter=",", dtype=None, encoding=None).
+
+    A run without summary.json (killed: status running/incomplete) still shows M at init
+    and the theory, computed from its files."""
     from gradlab.report import summarize
 
     try:
-        click.echo(summarize(paths, fmt), nl=False)
+        click.echo(summarize(paths, fmt, group_by_seed), nl=False)
     except GradlabError as error:
         _fail(error)
 
