@@ -114,7 +114,7 @@ def theory_command(activation, weight_scale, bias_scale, norm, batch_size, q0, t
     ):
         if not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
             rule = "> 0" if strict else ">= 0"
-            raise UserError(f"{option} must be a finite number {rule}, got {value:g}")
+            raise UserError(f"{option} must be {rule} (a finite number), got {value:g}")
     try:
         prediction = theory.predict(
             activation, weight_scale, bias_scale, norm=norm, q0=q0, batch_size=batch_size, tol=tol

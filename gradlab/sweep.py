@@ -573,10 +573,14 @@ def run_sweep(plan: Plan, jobs: int | None = None, progress: bool = False) -> Sw
     """
     jobs = jobs or default_jobs()
     root = plan.sweep.root
+    existed = root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(root / "sweep.json", plan.sweep.to_json())
     except OSError as error:
+        if not existed:
+            with contextlib.suppress(OSError):
+                root.rmdir()  # created just now and still empty: leave nothing behind
         raise cannot_write(root, error, "sweep folder") from None
     report = SweepReport(plan)
     pending = [p for p in plan.points if p.will_run]

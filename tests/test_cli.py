@@ -225,15 +225,21 @@ def test_a_run_folder_that_cannot_be_written_is_removed_again(write_config, tmp_
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--weight-scale", "nan"], "--weight-scale must be a finite number >= 0, got nan"),
-        (["--weight-scale", "inf"], "--weight-scale must be a finite number >= 0, got inf"),
-        (["--weight-scale", "-1"], "--weight-scale must be a finite number >= 0, got -1"),
-        (["--weight-scale", "1", "--bias-scale", "nan"], "--bias-scale must be a finite"),
-        (["--weight-scale", "1", "--bias-scale", "-inf"], "--bias-scale must be a finite"),
-        (["--weight-scale", "1", "--q0", "nan"], "--q0 must be a finite number >= 0, got nan"),
-        (["--weight-scale", "1", "--q0", "inf"], "--q0 must be a finite number >= 0, got inf"),
-        (["--weight-scale", "1", "--tol", "nan"], "--tol must be a finite number > 0, got nan"),
-        (["--weight-scale", "1", "--tol", "0"], "--tol must be a finite number > 0, got 0"),
+        (["--weight-scale", "nan"], "--weight-scale must be >= 0 (a finite number), got nan"),
+        (["--weight-scale", "inf"], "--weight-scale must be >= 0 (a finite number), got inf"),
+        (["--weight-scale", "-1"], "--weight-scale must be >= 0 (a finite number), got -1"),
+        (
+            ["--weight-scale", "1", "--bias-scale", "nan"],
+            "--bias-scale must be >= 0 (a finite number)",
+        ),
+        (
+            ["--weight-scale", "1", "--bias-scale", "-inf"],
+            "--bias-scale must be >= 0 (a finite number)",
+        ),
+        (["--weight-scale", "1", "--q0", "nan"], "--q0 must be >= 0 (a finite number), got nan"),
+        (["--weight-scale", "1", "--q0", "inf"], "--q0 must be >= 0 (a finite number), got inf"),
+        (["--weight-scale", "1", "--tol", "nan"], "--tol must be > 0 (a finite number), got nan"),
+        (["--weight-scale", "1", "--tol", "0"], "--tol must be > 0 (a finite number), got 0"),
         (["--weight-scale", "1e200"], "too large for the mean-field computation"),
     ],
 )

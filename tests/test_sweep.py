@@ -476,6 +476,20 @@ def test_an_unwritable_sweep_folder_is_one_line_exit_2(where, write_spec, in_tmp
     assert sorted(p.name for p in in_tmp.iterdir()) == before
 
 
+def test_a_sweep_folder_whose_sweep_json_cannot_be_written_is_removed(
+    write_spec, in_tmp, monkeypatch
+):
+    def refuse(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sweep, "atomic_write_json", refuse)
+    result = invoke("sweep", write_spec(spec(seeds=[0])), "--out", in_tmp / "new")
+    assert result.exit_code == 2
+    assert "cannot write the sweep folder" in result.output
+    assert "No space left on device" in result.output
+    assert not (in_tmp / "new").exists()
+
+
 # ---- --set on the command line ------------------------------------------------------------
 
 
