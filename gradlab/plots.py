@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -26,7 +25,7 @@ from matplotlib.ticker import FixedLocator, NullLocator
 
 from gradlab import analysis
 from gradlab.errors import GradlabError
-from gradlab.results import Run, find_runs, read_run
+from gradlab.results import Run, atomic_writer, find_runs, read_run
 
 FORMATS = ("png", "pdf", "svg")
 FIGSIZE = (6.4, 4.8)  # inches; at 100 dpi a 640 x 480 image
@@ -154,17 +153,10 @@ def _draw_all(figures: dict, directory: Path, fmt: str, warnings: list, where: s
 def save_figure(figure: Figure, path: Path, fmt: str) -> None:
     """Save to a temporary file beside ``path``, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # A diverged run logs losses near 1e300: the log-axis tick locator then computes
-        # decades beyond the float range, which overflow to inf and fall outside the view.
-        with os.fdopen(fd, "wb") as handle, np.errstate(over="ignore"):
-            figure.savefig(handle, format=fmt, dpi=DPI, metadata=METADATA[fmt])
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    # A diverged run logs losses near 1e300: the log-axis tick locator then computes
+    # decades beyond the float range, which overflow to inf and fall outside the view.
+    with atomic_writer(path, binary=True) as handle, np.errstate(over="ignore"):
+        figure.savefig(handle, format=fmt, dpi=DPI, metadata=METADATA[fmt])
 
 
 # ---- helpers ---------------------------------------------------------------------------

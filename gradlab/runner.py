@@ -31,7 +31,7 @@ from gradlab.data import make_dataset
 from gradlab.engine import MLP, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
 from gradlab.errors import GradlabError
-from gradlab.results import Run, RunWriter, prepare_run_dir, read_run, versions
+from gradlab.results import Run, RunWriter, read_run, start_run, versions
 
 DEFAULT_RESULTS_ROOT = Path("results")
 # how the non-"normal" schemes scale sigma_w for a square hidden layer (fan_in = fan_out)
@@ -313,16 +313,19 @@ class _Training:
         }
 
 
-def resolve_config(config_or_path, overrides=()) -> Config:
-    """A Config from a Config, a mapping or a YAML path, with "key.path=value" overrides."""
+def resolve_config(config_or_path, overrides=(), origin="overrides") -> Config:
+    """A Config from a Config, a mapping or a YAML path, with "key.path=value" overrides
+    (``origin`` names them in messages)."""
     overrides = list(overrides)
     if isinstance(config_or_path, Config):
         if not overrides:
             return config_or_path
-        return config_from_dict(config_to_dict(config_or_path), overrides)
+        return config_from_dict(
+            config_to_dict(config_or_path), overrides, source="the Config", origin=origin
+        )
     if isinstance(config_or_path, dict):
-        return config_from_dict(config_or_path, overrides)
-    return load_config(config_or_path, overrides)
+        return config_from_dict(config_or_path, overrides, origin=origin)
+    return load_config(config_or_path, overrides, origin=origin)
 
 
 def run_config(
@@ -330,12 +333,12 @@ def run_config(
 ) -> Run:
     """Train ``config`` into ``out`` (default results/<name>) and read the run back."""
     path = Path(out) if out is not None else DEFAULT_RESULTS_ROOT / config.name
-    prepare_run_dir(path, force)
     started = time.monotonic()
-    writer = RunWriter(
+    writer = start_run(
         path,
         dump_config_yaml(config),
         {"seed": config.seed, "started_at": _now(), "steps": config.train.steps, **versions()},
+        force,
     )
 
     def finish(status, **extra):
@@ -379,7 +382,7 @@ def run(config_or_path, *, out=None, force=False, progress=False, **overrides) -
     override_strings = [
         f"{key.replace('__', '.')}={_yaml_scalar(v)}" for key, v in overrides.items()
     ]
-    config = resolve_config(config_or_path, override_strings)
+    config = resolve_config(config_or_path, override_strings, origin="run() keyword overrides")
     return run_config(config, out=out, force=force, progress=progress)
 
 
