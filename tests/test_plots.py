@@ -420,7 +420,7 @@ def test_exploding_run_keeps_the_init_profile_readable(regimes):
     assert "below" in heatmap.axes[0].get_title()  # the collapsed cells are explained
 
 
-def test_layers_and_steps_get_integer_ticks(regimes):
+def test_layers_and_steps_get_integer_ticks(regimes, runs):
     run = regimes["stable"]  # 12 layers, 6 steps
     figure = plots.gradient_by_layer(run)
     loss = plots.loss_curves(run)
@@ -428,6 +428,8 @@ def test_layers_and_steps_get_integer_ticks(regimes):
         ticks = axis.get_ticklocs()
         assert len(ticks) >= 2 and np.all(ticks == np.round(ticks)), ticks
     assert np.all(np.diff(loss.axes[0].xaxis.get_ticklocs()) >= 1)
+    one_layer = plots.gradient_by_layer(runs["depth1"]).axes[0]
+    assert list(one_layer.get_xticks()) == [1]
 
 
 def test_log_axes_have_plain_tick_labels(runs):

@@ -107,6 +107,14 @@ def integer_ticks(axis) -> None:
     axis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
 
 
+def layer_ticks(axis, depth: int) -> None:
+    """Every layer labelled in a shallow network, else integer ticks only."""
+    if depth <= 12:
+        axis.set_ticks(np.arange(1, depth + 1))
+    else:
+        integer_ticks(axis)
+
+
 def log_y(ax, arrays) -> bool:
     """Log y axis limited to the positive finite values of ``arrays`` (False if none).
 

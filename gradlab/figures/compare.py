@@ -18,6 +18,7 @@ from gradlab.figures.common import (
     fmt,
     integer_ticks,
     key_symbol,
+    layer_ticks,
     log_y,
     loss_name,
     markers,
@@ -146,7 +147,7 @@ def compare_gradient_by_layer(runs: Sequence[Run]) -> Figure:
         drawn.append(mean)
     record(figure, factors=factors)
     ax.set_xlabel(LAYER_LABEL)
-    integer_ticks(ax.xaxis)
+    layer_ticks(ax.xaxis, max((values.size for values in drawn), default=0))
     ax.set_ylabel(f"{DELTA_LABEL} at init")
     ax.set_title(
         f"gradient by layer at initialization, {len(runs)} runs"

@@ -27,6 +27,7 @@ from gradlab.figures.common import (
     fmt,
     has_positive,
     integer_ticks,
+    layer_ticks,
     legend,
     log_y,
     loss_name,
@@ -101,10 +102,11 @@ def gradient_by_layer(run: Run) -> Figure:
         color="0.55",
         linewidth=1,
         label=f"{WEIGHT_GRAD} (not fitted)",
+        **({"marker": "o", "markersize": 3} if depth == 1 else {}),  # a lone point
     )
     _draw_fit(init_ax, run, deltas[0], factor.get("delta"), theory)
     log_y(init_ax, [deltas[:1], weight_grads[:1]])
-    integer_ticks(init_ax.xaxis)
+    layer_ticks(init_ax.xaxis, depth)
     legend(init_ax, fontsize=8)
     if later:
         _draw_training(later[0], steps, deltas)
@@ -146,7 +148,7 @@ def _draw_training(ax, steps, deltas) -> None:
             ax.plot(layers, values, color=colour, label=label, **markers(layers.size))
     if not log_y(ax, [deltas[rows]]):
         no_data(ax, "no finite nonzero gradient norms logged")
-    integer_ticks(ax.xaxis)
+    layer_ticks(ax.xaxis, layers.size)
     legend(ax, fontsize=8)
 
 
@@ -234,7 +236,7 @@ def layer_heatmap(run: Run, column: str) -> Figure:
     bar = figure.colorbar(mesh, ax=ax, label=label, extend=extend)
     if logarithmic:
         plain_log_labels(bar.ax.yaxis)
-    integer_ticks(ax.yaxis)
+    layer_ticks(ax.yaxis, depth)
     if steps.size <= 12:
         ax.set_xticks(steps, [f"{step:.0f}" for step in steps])
     else:
