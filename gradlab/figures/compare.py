@@ -50,18 +50,23 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     for run, flat in zip(runs, flats, strict=True):
         members.setdefault(tuple(repr(flat.get(key)) for key in keys), []).append((run, flat))
     ordered = sorted(members.values(), key=lambda group: analysis.order_key(group[0][1], keys))
-    labels = _labels([[flat for _, flat in group] for group in ordered], keys)
+    folders = [group[0][0].path.name if len(group) == 1 else None for group in ordered]
+    labels = _labels([[flat for _, flat in group] for group in ordered], keys, folders)
     return [
         Group(label, [run for run, _ in group])
         for label, group in zip(labels, ordered, strict=True)
     ]
 
 
-def _labels(groups: list[list[dict]], keys: list[str]) -> list[str]:
-    names = [{flat.get("name") for flat in group} for group in groups]
+def _labels(groups: list[list[dict]], keys: list[str], folders: list) -> list[str]:
+    """Key=value pairs for up to MAX_LABEL_KEYS keys; beyond, the runs' names when they tell
+    the groups apart, else the run folders' names when each group is one run."""
+    names = [{str(flat.get("name")) for flat in group} for group in groups]
     named = all(len(name) == 1 for name in names) and len({*map(min, names)}) == len(groups)
     if not keys or (len(keys) > MAX_LABEL_KEYS and named):
-        labels = [str(min(name, key=str)) for name in names]
+        labels = [min(name) for name in names]
+    elif len(keys) > MAX_LABEL_KEYS and None not in folders:
+        labels = list(folders)
     else:
         symbols = [key_symbol(key) for key in keys]
         symbols = [s if symbols.count(s) == 1 else k for s, k in zip(symbols, keys, strict=True)]
@@ -94,12 +99,7 @@ def run_labels(runs: Sequence[Run]) -> list[str]:
 
 def _log_mean_band(matrix: np.ndarray) -> tuple:
     """(geometric mean, min, max, count) over rows of positive values; nan where none."""
-    logs = np.log10(positive(matrix))  # (n_runs, n_points)
-    finite = np.isfinite(logs)
-    count = finite.sum(axis=0)
-    mean = np.where(count > 0, np.where(finite, logs, 0).sum(axis=0) / np.maximum(count, 1), np.nan)
-    low = np.where(count > 0, np.where(finite, logs, np.inf).min(axis=0), np.nan)
-    high = np.where(count > 0, np.where(finite, logs, -np.inf).max(axis=0), np.nan)
+    mean, low, high, count = _mean_band(np.log10(positive(matrix)))  # (n_runs, n_points)
     return 10.0**mean, 10.0**low, 10.0**high, count
 
 
