@@ -149,15 +149,16 @@ def _draw_all(figures: dict, directory: Path, fmt: str, dpi: int, warnings: list
     for name, build in figures.items():
         path = directory / f"{name}.{fmt}"
         try:
-            with matplotlib.rc_context(STYLE):
+            with matplotlib.rc_context(STYLE):  # svg.fonttype is read when saving
                 figure = build()
                 if figure is None:
                     continue
-                save_figure(figure, path, fmt, dpi)
-        except OSError as error:
-            reason = error.strerror or str(error)
-            raise GradlabError(f"cannot write figure {path}: {reason}") from error
-        except (ValueError, KeyError, TypeError, IndexError) as error:
+                try:
+                    save_figure(figure, path, fmt, dpi)
+                except OSError as error:
+                    reason = error.strerror or str(error)
+                    raise GradlabError(f"cannot write figure {path}: {reason}") from error
+        except (ValueError, KeyError, TypeError, IndexError, OSError) as error:
             warnings.append(f"{where}: {name} not drawn ({type(error).__name__}: {error})")
             continue
         written.append(path)

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from gradlab import plots
-from gradlab.cli import cli
+from gradlab.cli import cli, format_run_report
 from gradlab.config import config_from_dict
 from gradlab.errors import GradlabError
 from gradlab.figures.common import PlainLogFormatter
@@ -368,6 +368,9 @@ def test_gradient_figure_shows_the_m_and_verdict_of_summary_json(regimes, regime
     # the mean-field caveat: once in analysis, in summary.json's sentence and in the figure
     assert recorded["caveat"] == "width 16 < 32: mean-field theory assumes wide layers"
     assert recorded["sentence"].endswith(recorded["caveat"]) and recorded["caveat"] in title
+    report = format_run_report(run)  # what `gradlab run` prints: the same M, verdict, caveat
+    assert f"at init: {recorded['sentence']}\n" in report
+    assert f"M_init={recorded['delta']:.4g} " in report
 
 
 def test_a_run_without_summary_json_shows_the_same_m(regimes, tmp_path):
