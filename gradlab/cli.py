@@ -61,7 +61,7 @@ def run_command(config_path, overrides, out, seed, force, quiet):
     from gradlab.runner import run_config
 
     try:
-        config = load_config(config_path, overrides, seed=seed)
+        config = load_config(config_path, overrides, seed=seed, origin="--set")
         progress = not quiet and sys.stderr.isatty()
         result = run_config(config, out=out, force=force, progress=progress)
     except GradlabError as error:
@@ -80,7 +80,7 @@ def config_command(config_path, overrides):
     from gradlab.config import dump_config_yaml, load_config
 
     try:
-        config = load_config(config_path, overrides)
+        config = load_config(config_path, overrides, origin="--set")
     except GradlabError as error:
         _fail(error)
     click.echo(dump_config_yaml(config), nl=False)
@@ -106,11 +106,24 @@ def theory_command(activation, weight_scale, bias_scale, norm, batch_size, q0, t
     weight scale."""
     from gradlab import theory
 
-    if weight_scale < 0 or bias_scale < 0 or q0 < 0:
-        raise UserError("--weight-scale, --bias-scale and --q0 must be >= 0")
-    prediction = theory.predict(
-        activation, weight_scale, bias_scale, norm=norm, q0=q0, batch_size=batch_size, tol=tol
-    )
+    for option, value, strict in (
+        ("--weight-scale", weight_scale, False),
+        ("--bias-scale", bias_scale, False),
+        ("--q0", q0, False),
+        ("--tol", tol, True),
+    ):
+        if not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
+            rule = "> 0" if strict else ">= 0"
+            raise UserError(f"{option} must be {rule} (a finite number), got {value:g}")
+    try:
+        prediction = theory.predict(
+            activation, weight_scale, bias_scale, norm=norm, q0=q0, batch_size=batch_size, tol=tol
+        )
+    except OverflowError:  # e.g. --weight-scale 1e200: its square is beyond the float range
+        raise UserError(
+            "--weight-scale, --bias-scale or --q0 is too large for the mean-field computation "
+            "(its square overflows)"
+        ) from None
     critical = prediction.critical_weight_scale
     lines = [
         f"activation={activation} weight_scale={_number(weight_scale, '.6g')} "
@@ -141,13 +154,23 @@ def theory_command(activation, weight_scale, bias_scale, norm, batch_size, q0, t
     default="table",
     show_default=True,
 )
-def summary_command(paths, fmt):
+@click.option(
+    "--group-by-seed",
+    is_flag=True,
+    help="One row per point (runs equal but for the seed): mean, std and count over seeds.",
+)
+def summary_command(paths, fmt, group_by_seed):
     """One row per run under PATH...: status, the config keys that differ, M at init and final,
-    theory, verdict, final losses. The csv is ready for pandas.read_csv."""
+    theory, verdict, final losses. Config values as given, results to 4 significant digits
+    (csv and json: full precision). The csv loads with pandas.read_csv and with
+    numpy.genfromtxt(path, names=True, delimiter=",", dtype=None, encoding=None).
+
+    A run without summary.json (killed: status running/incomplete) still shows M at init
+    and the theory, computed from its files."""
     from gradlab.report import summarize
 
     try:
-        click.echo(summarize(paths, fmt), nl=False)
+        click.echo(summarize(paths, fmt, group_by_seed), nl=False)
     except GradlabError as error:
         _fail(error)
 
@@ -212,7 +235,15 @@ def format_run_report(run, max_rows: int = 24) -> str:
 @click.option("--retry-failed", is_flag=True, help="Also re-run points that failed before.")
 @click.option("--out", type=click.Path(file_okay=False), help="Sweep folder (results/<name>).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def sweep_command(spec_path, jobs, shard, dry_run, retry_failed, out, quiet):
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
+    help="Override a config value for every point, e.g. --set train.steps=50 (not a key the "
+    "sweep varies). Repeatable.",
+)
+def sweep_command(spec_path, jobs, shard, dry_run, retry_failed, out, quiet, overrides):
     """Run all points of a sweep spec; resumable.
 
     SWEEP is a YAML file: name, base (or config), grid, zip, seeds; see docs/sweeps.md.
@@ -225,7 +256,7 @@ def sweep_command(spec_path, jobs, shard, dry_run, retry_failed, out, quiet):
 
     try:
         plan = sweep.plan_sweep(
-            sweep.load_sweep(spec_path, out=out),
+            sweep.load_sweep(spec_path, out=out, overrides=overrides),
             sweep.parse_shard(shard) if shard is not None else None,
             retry_failed,
         )

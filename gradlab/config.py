@@ -444,20 +444,22 @@ def apply_overrides(mapping: Mapping, overrides: Mapping[str, Any], origin: str 
     return result
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """'train.lr=1e-3' -> ('train.lr', '1e-3'): the value read as one YAML scalar."""
+def parse_override(text: str, origin: str = "--set") -> tuple[str, Any]:
+    """'train.lr=1e-3' -> ('train.lr', '1e-3'): the value read as one YAML scalar.
+
+    ``origin`` names where the text came from in messages ("--set", "overrides").
+    """
     key_path, equals, raw_value = text.partition("=")
     key_path = key_path.strip()
     if not equals or not key_path or "" in key_path.split("."):
-        raise ConfigError(
-            f"--set {text!r}: expected key.path=value, e.g. --set train.lr=0.01", key_path
-        )
+        example = "--set train.lr=0.01" if origin == "--set" else "'train.lr=0.01'"
+        raise ConfigError(f"{origin} {text!r}: expected key.path=value, e.g. {example}", key_path)
     try:
         value = yaml.safe_load(raw_value)
     except yaml.YAMLError as error:
         problem = " ".join(str(getattr(error, "problem", None) or error).split())
         raise ConfigError(
-            f"--set {text!r}: the value is not valid YAML ({problem})", key_path
+            f"{origin} {text!r}: the value is not valid YAML ({problem})", key_path
         ) from None
     return key_path, value
 
@@ -467,7 +469,12 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def _build(
-    mapping: Any, overrides: Iterable[str], seed: int | None, source: str, default_name: str
+    mapping: Any,
+    overrides: Iterable[str],
+    seed: int | None,
+    source: str,
+    default_name: str,
+    origin: str,
 ) -> Config:
     if mapping is None:  # an empty file: all defaults
         mapping = {}
@@ -476,33 +483,87 @@ def _build(
             f"{source}: the config must be a mapping of keys (e.g. 'train: {{lr: 0.1}}'), "
             f"got {_show(mapping)}"
         )
-    requested = dict(parse_override(text) for text in overrides)
+    _check_not_a_sweep_spec(mapping, source)
+    _check_keys(mapping, Config, source)
+    requested = dict(parse_override(text, origin) for text in overrides)
     if seed is not None:
         requested["seed"] = seed
-    values = apply_overrides(mapping, requested, origin="--set")
+    values = apply_overrides(mapping, requested, origin=origin)
     if values.get("name") is None:
         values["name"] = default_name
     return _build_section(Config, values)
 
 
+def _check_keys(mapping: Mapping, section: type, source: str, prefix: str = "") -> None:
+    """Raise at the first key of ``mapping`` (and its sub-mappings) the schema does not have,
+    naming ``source`` (the file, the dict) as where it came from."""
+    types = {item.name: item.type for item in fields(section)}
+    for key, value in mapping.items():
+        path = _join(prefix, key)
+        if key not in types:
+            raise _unknown_key(path, key, list(types), source)
+        if _is_section(types[key]) and isinstance(value, Mapping):
+            _check_keys(value, types[key], source, path)
+
+
+# Top-level keys only a sweep spec has (gradlab.sweep reads this list); 'seeds', 'set' and
+# 'name' alone do not make a spec: 'seeds' in a run config is more likely a typo of 'seed'.
+SWEEP_SPEC_KEYS = ("name", "base", "config", "set", "grid", "zip", "seeds")
+_SWEEP_SPEC_MARKERS = ("base", "config", "grid", "zip")
+
+
+def _check_not_a_sweep_spec(mapping: Mapping, source: str) -> None:
+    """A sweep spec given where a run config belongs: say which command reads it."""
+    markers = [key for key in _SWEEP_SPEC_MARKERS if key in mapping]
+    if markers and all(key in SWEEP_SPEC_KEYS for key in mapping):
+        shown = "/".join(f"'{key}'" for key in markers)
+        raise ConfigError(
+            f"{source} is a sweep spec (it has {shown}), not a run config: "
+            f"run it with `gradlab sweep`",
+            markers[0],
+        )
+
+
+def is_run_config(mapping: Any) -> bool:
+    """True if every top-level key of ``mapping`` is a run config key (and there is one
+    besides 'name'): a run config handed to ``gradlab sweep``."""
+    names = {item.name for item in fields(Config)}
+    return (
+        isinstance(mapping, Mapping)
+        and any(key != "name" for key in mapping)
+        and all(key in names for key in mapping)
+    )
+
+
 def config_from_dict(
-    mapping: Mapping, overrides: Iterable[str] = (), source: str = "<dict>"
+    mapping: Mapping,
+    overrides: Iterable[str] = (),
+    source: str = "the config dict",
+    origin: str = "overrides",
 ) -> Config:
-    """A checked Config from a (possibly partial) nested mapping plus --set overrides.
+    """A checked Config from a (possibly partial) nested mapping plus "key.path=value"
+    overrides.
 
-    A missing or null ``name`` becomes "run". ``source`` names the mapping in messages.
+    A missing or null ``name`` becomes "run". Messages name ``source`` for a problem in the
+    mapping and ``origin`` for one in the overrides (the CLI passes "--set").
     """
-    return _build(mapping, overrides, None, source, DEFAULT_NAME)
+    return _build(mapping, overrides, None, source, DEFAULT_NAME, origin)
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = (), seed: int | None = None) -> Config:
-    """Read a YAML config file (yaml.safe_load only), apply ``--set`` overrides and ``--seed``.
+def load_config(
+    path: str | Path,
+    overrides: Iterable[str] = (),
+    seed: int | None = None,
+    origin: str = "overrides",
+) -> Config:
+    """Read a YAML config file (yaml.safe_load only), apply "key.path=value" overrides and
+    ``seed``; messages name the file, or ``origin`` for the overrides (the CLI: "--set").
 
     A missing or null ``name`` becomes the file's stem: configs/deep.yaml runs as "deep".
     """
     path = Path(path)
     mapping = _read_yaml(path)
-    return _build(mapping, overrides, seed, str(path), path.stem)
+    return _build(mapping, overrides, seed, str(path), path.stem, origin)
 
 
 def _read_yaml(path: Path) -> Any:

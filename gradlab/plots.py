@@ -10,7 +10,6 @@ instead of stopping the other figures; a figure that cannot be written is an err
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -24,7 +23,7 @@ from gradlab.figures.common import DPI, STYLE, measured_factor
 from gradlab.figures.compare import compare_gradient_by_layer, compare_loss, run_labels
 from gradlab.figures.phase import phase_diagram, phase_grid, phase_keys
 from gradlab.figures.run import clipping, gradient_by_layer, layer_heatmap, loss_curves
-from gradlab.results import Run, find_runs, read_run
+from gradlab.results import Run, atomic_writer, find_runs, read_run
 
 FORMATS = ("png", "pdf", "svg")
 # Embedded dates would make the same figure differ byte for byte between two calls.
@@ -168,14 +167,7 @@ def _draw_all(figures: dict, directory: Path, fmt: str, dpi: int, warnings: list
 def save_figure(figure: Figure, path: Path, fmt: str, dpi: int = DPI) -> None:
     """Save to a temporary file beside ``path``, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # A diverged run logs losses near 1e300: the log-axis tick locator then computes
-        # decades beyond the float range, which overflow to inf and fall outside the view.
-        with os.fdopen(fd, "wb") as handle, np.errstate(over="ignore"):
-            figure.savefig(handle, format=fmt, dpi=dpi, metadata=METADATA[fmt])
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    # A diverged run logs losses near 1e300: the log-axis tick locator then computes
+    # decades beyond the float range, which overflow to inf and fall outside the view.
+    with atomic_writer(path, binary=True) as handle, np.errstate(over="ignore"):
+        figure.savefig(handle, format=fmt, dpi=dpi, metadata=METADATA[fmt])

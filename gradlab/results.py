@@ -16,6 +16,7 @@ flushed together (a reader ignores a trailing partial line). ``meta.json`` still
 ``running`` then, and readers report such a run as incomplete.
 """
 
+import contextlib
 import csv
 import functools
 import io
@@ -23,8 +24,8 @@ import json
 import math
 import os
 import platform
+import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,20 +52,42 @@ STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
 RUN_FILES = ("config.yaml", "meta.json", "metrics.csv", "layers.csv", "summary.json")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never half."""
+@contextlib.contextmanager
+def atomic_writer(path: Path, binary: bool = False):
+    """Open a temporary file beside ``path`` for writing; when the block ends without an
+    error it replaces ``path`` (``os.replace``), so a reader sees the old file or the new
+    one, never half. On an error the temporary file is removed and ``path`` is untouched.
+
+    The temporary file is created like ``open`` creates a file (mode 0666 less the umask),
+    not like ``tempfile.mkstemp`` (0600, which the rename would keep): every file gradlab
+    writes follows the umask, whether written at once or appended like the CSV logs.
+    """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp_path, flags, 0o666)
+            break
+        except FileExistsError:  # another writer's temporary file: draw another name
+            continue
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        mode = "wb" if binary else "w"
+        with os.fdopen(fd, mode, **({} if binary else {"encoding": "utf-8"})) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+        os.replace(tmp_path, path)
     except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_path)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see ``atomic_writer``)."""
+    with atomic_writer(path) as handle:
+        handle.write(text)
 
 
 def to_jsonable(value):
@@ -155,6 +178,32 @@ def prepare_run_dir(path: Path, force: bool = False) -> Path:
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def cannot_write(path: Path, error: OSError, what: str = "folder") -> GradlabError:
+    """A one-line GradlabError for an OSError met creating or writing ``path``."""
+    path = Path(path)
+    reason = error.strerror or type(error).__name__
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        reason = f"{existing} is a file, not a folder"
+    elif existing is not None and existing != path and isinstance(error, FileNotFoundError):
+        reason = f"no folder can be created in {existing} ({reason})"  # e.g. under /proc
+    return GradlabError(f"cannot write the {what} {path}: {reason}")
+
+
+def start_run(path: Path, config_yaml: str, meta: dict, force: bool = False) -> "RunWriter":
+    """``prepare_run_dir`` then a RunWriter on it. A folder that cannot be created or written
+    is a GradlabError, and leaves nothing behind: a run folder this call created is removed."""
+    path = Path(path)
+    existed = path.exists()
+    try:
+        prepare_run_dir(path, force)
+        return RunWriter(path, config_yaml, meta)
+    except OSError as error:
+        if not existed and path.is_dir() and _holds_only_a_run(path):
+            shutil.rmtree(path, ignore_errors=True)
+        raise cannot_write(path, error, "run directory") from None
 
 
 def _holds_only_a_run(path: Path) -> bool:

@@ -31,7 +31,7 @@ from gradlab.data import make_dataset
 from gradlab.engine import MLP, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
 from gradlab.errors import GradlabError
-from gradlab.results import Run, RunWriter, prepare_run_dir, read_run, versions
+from gradlab.results import Run, RunWriter, read_run, start_run, versions
 
 DEFAULT_RESULTS_ROOT = Path("results")
 # how the non-"normal" schemes scale sigma_w for a square hidden layer (fan_in = fan_out)
@@ -126,12 +126,26 @@ def predict_theory(config: Config, q0: float) -> dict:
     return result
 
 
+def _seed_streams(config: Config) -> list[np.random.SeedSequence]:
+    """The data, init and batch seeds: one SeedSequence(seed) spawns all three, so changing
+    the model never changes the data."""
+    return np.random.SeedSequence(config.seed).spawn(3)
+
+
+def theory_at_init(config: Config, x_train: np.ndarray | None = None) -> dict:
+    """predict_theory with q0 = the mean squared training input. Without ``x_train`` the run's
+    data is regenerated from its seed: the theory needs no training (e.g. for a killed run)."""
+    if x_train is None:
+        x_train = make_dataset(config, np.random.default_rng(_seed_streams(config)[0])).x_train
+    return predict_theory(config, float(np.mean(np.square(x_train, dtype=np.float64))))
+
+
 class _Training:
     """State of one training run; ``run`` returns (status, summary)."""
 
     def __init__(self, config: Config, writer: RunWriter, stop: _Stop, progress: bool):
         self.config, self.writer, self.stop = config, writer, stop
-        data_seed, init_seed, batch_seed = np.random.SeedSequence(config.seed).spawn(3)
+        data_seed, init_seed, batch_seed = _seed_streams(config)
         self.dataset = make_dataset(config, np.random.default_rng(data_seed))
         self.model = build_model(config, np.random.default_rng(init_seed))
         self.loss_name = config.resolved_loss
@@ -289,7 +303,6 @@ class _Training:
                 "weight_grad_norm": stats["weight_grad_norm"],
                 "delta_norm": stats["delta_norm"],
             }
-        q0 = float(np.mean(np.square(self.dataset.x_train, dtype=np.float64)))
         return {
             "name": self.config.name,
             "status": status,
@@ -298,22 +311,25 @@ class _Training:
             "final": self.final,
             "gradient_factor": factors,
             "regime": regimes,
-            "theory": predict_theory(self.config, q0),
+            "theory": theory_at_init(self.config, self.dataset.x_train),
             "divergence": self.divergence,
             "layers": layers,
         }
 
 
-def resolve_config(config_or_path, overrides=()) -> Config:
-    """A Config from a Config, a mapping or a YAML path, with "key.path=value" overrides."""
+def resolve_config(config_or_path, overrides=(), origin="overrides") -> Config:
+    """A Config from a Config, a mapping or a YAML path, with "key.path=value" overrides
+    (``origin`` names them in messages)."""
     overrides = list(overrides)
     if isinstance(config_or_path, Config):
         if not overrides:
             return config_or_path
-        return config_from_dict(config_to_dict(config_or_path), overrides)
+        return config_from_dict(
+            config_to_dict(config_or_path), overrides, source="the Config", origin=origin
+        )
     if isinstance(config_or_path, dict):
-        return config_from_dict(config_or_path, overrides)
-    return load_config(config_or_path, overrides)
+        return config_from_dict(config_or_path, overrides, origin=origin)
+    return load_config(config_or_path, overrides, origin=origin)
 
 
 def run_config(
@@ -321,12 +337,12 @@ def run_config(
 ) -> Run:
     """Train ``config`` into ``out`` (default results/<name>) and read the run back."""
     path = Path(out) if out is not None else DEFAULT_RESULTS_ROOT / config.name
-    prepare_run_dir(path, force)
     started = time.monotonic()
-    writer = RunWriter(
+    writer = start_run(
         path,
         dump_config_yaml(config),
         {"seed": config.seed, "started_at": _now(), "steps": config.train.steps, **versions()},
+        force,
     )
 
     def finish(status, **extra):
@@ -370,7 +386,7 @@ def run(config_or_path, *, out=None, force=False, progress=False, **overrides) -
     override_strings = [
         f"{key.replace('__', '.')}={_yaml_scalar(v)}" for key, v in overrides.items()
     ]
-    config = resolve_config(config_or_path, override_strings)
+    config = resolve_config(config_or_path, override_strings, origin="run() keyword overrides")
     return run_config(config, out=out, force=force, progress=progress)
 
 

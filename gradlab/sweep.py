@@ -20,11 +20,12 @@ depends on the point's values only, so adding a value to an axis renames nothing
 in ``<root>/<name>/`` (root: ``results/<sweep name>/`` or ``--out``); ``<root>/sweep.json``
 holds the spec and every point's overrides.
 
-Every point's config is checked before anything is written. Re-running a sweep skips points
-whose run says ``completed`` or ``diverged`` with the same config, re-runs ``running`` (killed)
-and ``interrupted`` ones, and ``failed`` ones only with ``retry_failed``; a directory holding a
-different config is an error. ``--shard K/N`` (K 0-based, like ``$SLURM_ARRAY_TASK_ID``) keeps
-the points with ``index % N == K``.
+``--set`` overrides from the command line apply to every point after ``set:``; one naming a
+key the sweep varies is an error. Every point's config is checked before anything is
+written. Re-running a sweep skips points whose run says ``completed`` or ``diverged`` with the
+same config, re-runs ``running`` (killed) and ``interrupted`` ones, and ``failed`` ones only
+with ``retry_failed``; a directory holding a different config is an error. ``--shard K/N``
+(K 0-based, like ``$SLURM_ARRAY_TASK_ID``) keeps the points with ``index % N == K``.
 
 Each point runs in its own Python process (BLAS limited to one thread), so a crash or a kill
 of one point never takes the others down. This module uses no numpy itself.
@@ -41,7 +42,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,18 +53,27 @@ import yaml
 from gradlab.config import (
     NAME_MAX_LENGTH,
     NAME_PATTERN,
+    SWEEP_SPEC_KEYS,
     Config,
     apply_overrides,
     config_from_dict,
     config_to_dict,
     dump_config_yaml,
+    is_run_config,
     load_config,
+    parse_override,
     read_yaml_file,
 )
 from gradlab.errors import ConfigError, GradlabError
-from gradlab.results import RUN_FILES, atomic_write_json, is_run_dir
+from gradlab.results import (
+    RUN_FILES,
+    atomic_write_json,
+    atomic_write_text,
+    cannot_write,
+    is_run_dir,
+)
 
-SPEC_KEYS = ("name", "base", "config", "set", "grid", "zip", "seeds")
+SPEC_KEYS = SWEEP_SPEC_KEYS
 DEFAULT_RESULTS_ROOT = Path("results")
 DONE_STATUSES = ("completed", "diverged")
 MAX_AXIS_LENGTH = 10_000  # a range with a tiny step is a typo, not a sweep
@@ -92,6 +102,7 @@ class Sweep:
     spec_path: Path | None
     base_path: Path | None
     points: list[Point]
+    command_line_set: dict[str, Any] = field(default_factory=dict)  # --set, for every point
 
     def to_json(self) -> dict:
         """sweep.json: the same for every shard and every re-run of an unchanged spec."""
@@ -100,6 +111,7 @@ class Sweep:
             "spec_path": str(self.spec_path) if self.spec_path else None,
             "base_path": str(self.base_path) if self.base_path else None,
             "spec": self.spec,
+            "command_line_set": self.command_line_set,
             "points": [
                 {"index": p.index, "name": p.name, "overrides": p.overrides} for p in self.points
             ],
@@ -110,20 +122,40 @@ class Sweep:
 # Reading and expanding a spec.
 
 
-def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
-    """Read a sweep spec (YAML), expand it and check every point's config."""
+def load_sweep(
+    path: str | Path, out: str | Path | None = None, overrides: Iterable[str] = ()
+) -> Sweep:
+    """Read a sweep spec (YAML), expand it and check every point's config.
+
+    ``overrides`` ("key.path=value", from ``--set``) apply to every point; see expand_sweep.
+    """
     path = Path(path)
     if not path.is_file():
         raise GradlabError(f"{path}: no such sweep spec file")
     spec = read_yaml_file(path, "sweep spec file")
-    return expand_sweep(spec, spec_path=path, out=out)
+    return expand_sweep(spec, spec_path=path, out=out, overrides=overrides)
 
 
-def expand_sweep(spec: Any, spec_path: Path | None = None, out: str | Path | None = None) -> Sweep:
-    """Expand a spec mapping into checked points; ``base`` is relative to ``spec_path``."""
+def expand_sweep(
+    spec: Any,
+    spec_path: Path | None = None,
+    out: str | Path | None = None,
+    overrides: Iterable[str] = (),
+) -> Sweep:
+    """Expand a spec mapping into checked points; ``base`` is relative to ``spec_path``.
+
+    ``overrides`` are ``--set`` texts applied to every point after the spec's ``set:``; one
+    that names a key the sweep varies (or its section) is an error, not a silent winner.
+    """
     source = str(spec_path) if spec_path else "sweep spec"
     if not isinstance(spec, Mapping):
         raise ConfigError(f"{source}: a sweep spec must be a mapping with name, base, grid, ...")
+    if is_run_config(spec):
+        shown = ", ".join(f"'{key}'" for key in list(spec)[:3])
+        raise ConfigError(
+            f"{source} is a run config (it has {shown}), not a sweep spec: run it with "
+            "`gradlab run`, or name it as the base: of a sweep spec (see docs/sweeps.md)"
+        )
     unknown = [key for key in spec if key not in SPEC_KEYS]
     if unknown:
         raise ConfigError(
@@ -136,6 +168,8 @@ def expand_sweep(spec: Any, spec_path: Path | None = None, out: str | Path | Non
         raise ConfigError(f"set: must be a mapping of key.path: value, got {fixed!r}", "set")
     base_mapping = apply_overrides(base_mapping, fixed, "set")
     axes = _axes(spec)
+    command_line_set = _command_line_set(overrides, [key for keys, _ in axes for key in keys])
+    base_mapping = apply_overrides(base_mapping, command_line_set, "--set")
     labels = _labels([key for keys, _ in axes for key in keys])
     points = []
     for index, overrides in enumerate(_combinations(axes)):
@@ -150,7 +184,26 @@ def expand_sweep(spec: Any, spec_path: Path | None = None, out: str | Path | Non
         points.append(Point(index, point_name, overrides, config))
     _check_distinct(points)
     root = Path(out) if out is not None else DEFAULT_RESULTS_ROOT / name
-    return Sweep(name, root, dict(spec), spec_path, base_path, points)
+    return Sweep(name, root, dict(spec), spec_path, base_path, points, command_line_set)
+
+
+def _command_line_set(overrides: Iterable[str], varied: list[str]) -> dict[str, Any]:
+    """--set texts as {key path: value}; a key the sweep varies (or names) is an error."""
+    parsed = dict(parse_override(text, "--set") for text in overrides)
+    for key in parsed:
+        if key == "name":
+            raise ConfigError(
+                "--set name: the sweep names its points; use --out for another folder", "name"
+            )
+        for axis in varied:
+            if key == axis or axis.startswith(f"{key}.") or key.startswith(f"{axis}."):
+                where = "seeds" if axis == "seed" else "grid/zip"
+                raise ConfigError(
+                    f"--set {key}: the sweep varies {axis} (in {where}); change it in the "
+                    "spec instead (--set applies one value to every point)",
+                    key,
+                )
+    return parsed
 
 
 def _sweep_name(spec: Mapping, spec_path: Path | None) -> str:
@@ -426,8 +479,8 @@ def plan_sweep(
     if conflicts:
         more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
         raise GradlabError(
-            f"{conflicts[0]}{more}; the spec changed since these runs: give the sweep a new "
-            "name or --out, or delete the old runs"
+            f"{conflicts[0]}{more}; the spec (or --set) changed since these runs: give the "
+            "sweep a new name or --out, or delete the old runs"
         )
     return Plan(sweep, shard, planned)
 
@@ -520,8 +573,15 @@ def run_sweep(plan: Plan, jobs: int | None = None, progress: bool = False) -> Sw
     """
     jobs = jobs or default_jobs()
     root = plan.sweep.root
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(root / "sweep.json", plan.sweep.to_json())
+    existed = root.exists()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(root / "sweep.json", plan.sweep.to_json())
+    except OSError as error:
+        if not existed:
+            with contextlib.suppress(OSError):
+                root.rmdir()  # created just now and still empty: leave nothing behind
+        raise cannot_write(root, error, "sweep folder") from None
     report = SweepReport(plan)
     pending = [p for p in plan.points if p.will_run]
     for planned in plan.points:
@@ -590,6 +650,12 @@ class _WorkerPool:
         status = meta.get("status", "failed") if returncode == 0 else "failed"
         if returncode != 0 and meta.get("status") == "interrupted":
             status = "interrupted"
+        if self.stopped and -returncode in (signal.SIGINT, signal.SIGTERM):
+            # the signal we passed on reached the worker before (or after) the runner's own
+            # handler: starting up, or already done. Not a failure: the next invocation
+            # re-runs the point unless its run finished.
+            done = meta.get("status") in DONE_STATUSES
+            status = meta["status"] if done else "interrupted"
         error = ""
         if status == "failed":
             if returncode < 0:
@@ -597,7 +663,7 @@ class _WorkerPool:
             else:
                 error = meta.get("error") or _last_line(stderr) or f"worker exit {returncode}"
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            (self.log_dir / f"{planned.point.name}.log").write_text(stderr, encoding="utf-8")
+            atomic_write_text(self.log_dir / f"{planned.point.name}.log", stderr)
         return Outcome(planned, status, error, ran=True)
 
     @contextlib.contextmanager

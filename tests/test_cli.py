@@ -1,5 +1,6 @@
 """CLI: every command's --help, outputs, and every class of bad input (exit 2, one line)."""
 
+import os
 import subprocess
 import sys
 
@@ -160,3 +161,117 @@ def test_real_process_error_has_no_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "did you mean 'depth'" in result.stderr
+
+
+# ---- unwritable --out, theory options, a file given to the wrong command -------------------
+
+
+def _unwritable_outs(tmp_path):
+    """Paths root cannot write either: a folder under a regular file, and under /proc."""
+    (tmp_path / "file").write_text("a regular file")
+    return {
+        "under a file": (tmp_path / "file" / "run", "file is a file, not a folder"),
+        "under /proc": ("/proc/gradlab-test/run", "no folder can be created in /proc"),
+    }
+
+
+@pytest.mark.parametrize("case", ["under a file", "under /proc"])
+def test_run_with_an_unwritable_out_is_one_line_exit_2(case, write_config, tmp_path):
+    config = write_config()
+    out, fragment = _unwritable_outs(tmp_path)[case]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = invoke("run", config, "--out", out, "-q")
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert "\n" not in message and "Traceback" not in message, message
+    assert f"cannot write the run directory {out}" in message and fragment in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="root writes into a read-only (chmod 555) folder anyway; the /proc and "
+    "under-a-file cases above cover root",
+)
+def test_run_into_a_read_only_folder_is_one_line_exit_2(write_config, tmp_path):
+    config = write_config()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        result = invoke("run", config, "--out", locked / "run", "-q")
+        assert result.exit_code == 2 and "Permission denied" in result.output
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+def test_a_run_folder_that_cannot_be_written_is_removed_again(write_config, tmp_path, monkeypatch):
+    """The folder is created, then its first file cannot be written (a read-only or full
+    file system): one line, exit 2, and no empty run folder left behind."""
+    from gradlab import results
+
+    def refuse(path, binary=False):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(results, "atomic_writer", refuse)
+    result = invoke("run", write_config(), "--out", tmp_path / "new" / "run", "-q")
+    assert result.exit_code == 2, result.output
+    assert "cannot write the run directory" in result.output
+    assert "Read-only file system" in result.output
+    assert not (tmp_path / "new" / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--weight-scale", "nan"], "--weight-scale must be >= 0 (a finite number), got nan"),
+        (["--weight-scale", "inf"], "--weight-scale must be >= 0 (a finite number), got inf"),
+        (["--weight-scale", "-1"], "--weight-scale must be >= 0 (a finite number), got -1"),
+        (
+            ["--weight-scale", "1", "--bias-scale", "nan"],
+            "--bias-scale must be >= 0 (a finite number)",
+        ),
+        (
+            ["--weight-scale", "1", "--bias-scale", "-inf"],
+            "--bias-scale must be >= 0 (a finite number)",
+        ),
+        (["--weight-scale", "1", "--q0", "nan"], "--q0 must be >= 0 (a finite number), got nan"),
+        (["--weight-scale", "1", "--q0", "inf"], "--q0 must be >= 0 (a finite number), got inf"),
+        (["--weight-scale", "1", "--tol", "nan"], "--tol must be > 0 (a finite number), got nan"),
+        (["--weight-scale", "1", "--tol", "0"], "--tol must be > 0 (a finite number), got 0"),
+        (["--weight-scale", "1e200"], "too large for the mean-field computation"),
+    ],
+)
+def test_theory_refuses_non_finite_and_out_of_range_values(args, fragment):
+    result = invoke("theory", *args)
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert "\n" not in message and fragment in message, message
+
+
+def test_theory_still_accepts_zero_scales_and_zero_q0():
+    result = invoke("theory", "--weight-scale", "0", "--q0", "0", "--activation", "relu")
+    assert result.exit_code == 0, result.output
+    assert "predicted factor M     0" in result.output
+
+
+@pytest.mark.parametrize("command", ["run", "config"])
+def test_a_sweep_spec_given_to_run_names_the_sweep_command(command, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: s\nbase: base.yaml\ngrid:\n  model.depth: [2, 3]\n")
+    result = invoke(command, spec)
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert "\n" not in message
+    assert f"{spec} is a sweep spec (it has 'base'/'grid')" in message
+    assert "run it with `gradlab sweep`" in message
+    assert "unknown key" not in message
+
+
+def test_a_config_with_a_seeds_typo_is_not_taken_for_a_sweep_spec(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("seeds: 3\n")
+    result = invoke("run", path)
+    assert result.exit_code == 2
+    assert "seeds: unknown key" in result.output and "did you mean 'seed'" in result.output

@@ -33,9 +33,10 @@ def write_config(tmp_path, text, filename="config.yaml"):
     return path
 
 
-def load_error(path, overrides=(), seed=None) -> ConfigError:
+def load_error(path, overrides=(), seed=None, origin="--set") -> ConfigError:
+    """The ConfigError of loading ``path``; overrides named as the CLI names them."""
     with pytest.raises(ConfigError) as caught:
-        load_config(path, overrides, seed=seed)
+        load_config(path, overrides, seed=seed, origin=origin)
     message = str(caught.value)
     assert "\n" not in message, "user-facing messages are one line"
     return caught.value
@@ -349,29 +350,29 @@ def test_non_utf8_file(tmp_path):
 @pytest.mark.parametrize(
     ("text", "key_path", "message"),
     [
-        # unknown keys, at every level
+        # unknown keys, at every level, naming the file they are in
         (
             "trian: {lr: 1}",
             "trian",
-            "trian: unknown key; did you mean 'train'? (allowed: name, seed, dtype, data, "
-            "model, train, log, analysis)",
+            "trian: unknown key in {file}; did you mean 'train'? (allowed: name, seed, dtype, "
+            "data, model, train, log, analysis)",
         ),
         (
             "model: {activaton: relu}",
             "model.activaton",
-            "model.activaton: unknown key; did you mean 'activation'? (allowed: depth, width, "
-            "activation, norm, init, batchnorm, layernorm)",
+            "model.activaton: unknown key in {file}; did you mean 'activation'? (allowed: depth, "
+            "width, activation, norm, init, batchnorm, layernorm)",
         ),
         (
             "model: {init: {weight_scal: 2}}",
             "model.init.weight_scal",
-            "model.init.weight_scal: unknown key; did you mean 'weight_scale'? "
+            "model.init.weight_scal: unknown key in {file}; did you mean 'weight_scale'? "
             "(allowed: scheme, weight_scale, bias_scale)",
         ),
         (
             "train: {clip: {zzz: 2}}",
             "train.clip.zzz",
-            "train.clip.zzz: unknown key (allowed: mode, threshold)",
+            "train.clip.zzz: unknown key in {file} (allowed: mode, threshold)",
         ),
         # unknown choices
         (
@@ -481,8 +482,9 @@ def test_non_utf8_file(tmp_path):
     ],
 )
 def test_bad_value_message_names_the_key_the_value_and_the_rule(tmp_path, text, key_path, message):
-    error = load_error(write_config(tmp_path, text + "\n"))
-    assert str(error) == message
+    path = write_config(tmp_path, text + "\n")
+    error = load_error(path)
+    assert str(error) == message.replace("{file}", str(path))
     assert error.key_path == key_path
 
 
@@ -565,3 +567,40 @@ def test_bad_seed_option(tmp_path):
 def test_override_value_of_infinity_is_refused():
     with pytest.raises(ConfigError, match=r"^train\.lr: must be a finite number, got inf$"):
         config_from_dict({}, ["train.lr=.inf"])
+
+
+# --- errors name where the bad key came from: the file, the dict, --set, overrides ----------
+
+
+def test_a_dict_config_error_names_the_dict_not_set():
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({"model": {"depht": 3}})
+    assert str(caught.value).startswith(
+        "model.depht: unknown key in the config dict; did you mean 'depth'?"
+    )
+    assert caught.value.key_path == "model.depht"
+    with pytest.raises(ConfigError, match=r"^trian: unknown key in my dict; did you mean"):
+        config_from_dict({"trian": {}}, source="my dict")
+
+
+def test_overrides_of_the_python_api_are_not_called_set(tmp_path):
+    for call in (
+        lambda: config_from_dict({}, ["train.lrr=1"]),
+        lambda: load_config(write_config(tmp_path, ""), ["train.lrr=1"]),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            call()
+        assert str(caught.value).startswith("train.lrr: unknown key in overrides; did you mean")
+    with pytest.raises(ConfigError, match=r"^overrides 'train\.lr': expected key\.path=value"):
+        config_from_dict({}, ["train.lr"])
+    with pytest.raises(ConfigError, match=r"^train\.lrr: unknown key in --set; did you mean"):
+        config_from_dict({}, ["train.lrr=1"], origin="--set")
+
+
+def test_a_sweep_spec_is_not_taken_for_a_config():
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({"name": "s", "config": {}, "seeds": [0, 1]})
+    assert str(caught.value) == (
+        "the config dict is a sweep spec (it has 'config'), not a run config: "
+        "run it with `gradlab sweep`"
+    )

@@ -1,12 +1,15 @@
 """Reading run directories back: CSV columns (fast and fallback parsers agree), lazy loading."""
 
 import math
+import os
+import stat
 
 import numpy as np
 import pytest
+import yaml
 
 from gradlab import results
-from gradlab.results import read_csv_columns, read_run
+from gradlab.results import RUN_FILES, read_csv_columns, read_run
 
 COLUMNS = ("step", "a", "b")
 TRICKY = [
@@ -101,3 +104,63 @@ def test_read_run_parses_the_csv_files_only_when_asked(write_config, tmp_path, m
     monkeypatch.undo()
     np.testing.assert_array_equal(again.layers["weight_grad_norm"], expected)
     assert again.layers is again.layers  # parsed once
+
+
+@pytest.fixture
+def umask(request):
+    """Run the test under the umask given as its parameter (restored afterwards)."""
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], indirect=True)
+def test_every_file_gradlab_writes_follows_the_umask(umask, tmp_path):
+    """Run directories, the sweep folder, figures: 0666 and 0777 less the umask (mkstemp's
+    0600 must not survive the rename of an atomically written file)."""
+    from click.testing import CliRunner
+
+    from gradlab.cli import cli
+    from gradlab.plots import plot_paths
+
+    spec = {
+        "name": "modes",
+        "config": {
+            "data": {"n_train": 64, "n_test": 32, "input_dim": 4},
+            "model": {"depth": 3, "width": 8},
+            "train": {"steps": 3, "batch_size": 16},
+        },
+        "seeds": [0, 1],
+    }
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    root = tmp_path / "sweep"
+    result = CliRunner().invoke(cli, ["sweep", str(spec_path), "--out", str(root), "-j", "2"])
+    assert result.exit_code == 0, result.output
+    written, _ = plot_paths([root])
+    assert written and all(path.is_relative_to(root) for path in written)
+
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    names = {p.name for p in files}
+    assert {"sweep.json", *RUN_FILES} <= names and any(n.endswith(".png") for n in names)
+    assert not [p for p in files if p.name.endswith(".tmp")]
+    expected_file, expected_dir = 0o666 & ~umask, 0o777 & ~umask
+    modes = {str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode) for p in files}
+    assert {path: mode for path, mode in modes.items() if mode != expected_file} == {}
+    folders = [p for p in root.rglob("*") if p.is_dir()]
+    assert {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in folders} == {
+        str(p): oct(expected_dir) for p in folders
+    }
+
+
+def test_atomic_writer_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "summary.json"
+    path.write_text("old")
+    with pytest.raises(RuntimeError), results.atomic_writer(path) as handle:
+        handle.write("half of the new")
+        raise RuntimeError("disk full")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+    with results.atomic_writer(path, binary=True) as handle:
+        handle.write(b"new")
+    assert path.read_bytes() == b"new"

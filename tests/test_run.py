@@ -252,6 +252,21 @@ def test_python_api_overrides_and_default_location(write_config, in_tmp):
     assert norms[0].tolist() == run.summary["layers"]["init"]["weight_grad_norm"]
 
 
+def test_python_api_errors_name_the_keyword_overrides_and_the_dict(tmp_path):
+    from gradlab.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        gradlab.run(dict(SMALL_MAPPING), out=tmp_path / "r", train__lrr=0.1)
+    message = str(caught.value)
+    assert message.startswith("train.lrr: unknown key in run() keyword overrides; did you mean")
+    assert "--set" not in message
+    with pytest.raises(ConfigError, match=r"^model\.depht: unknown key in the config dict"):
+        gradlab.run({**SMALL_MAPPING, "model": {"depht": 3}}, out=tmp_path / "r")
+    with pytest.raises(ConfigError, match=r"^model\.depht: unknown key in run\(\) keyword"):
+        gradlab.run(config_from_dict(SMALL_MAPPING), out=tmp_path / "r", model__depht=3)
+    assert not (tmp_path / "r").exists()
+
+
 def test_config_object_runs_too(tmp_path):
     config = config_from_dict({"name": "obj", **SMALL_MAPPING})
     run = run_config(config, out=tmp_path / "obj")

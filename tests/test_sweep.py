@@ -2,7 +2,11 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 
 import pytest
 import yaml
@@ -438,3 +442,167 @@ def test_sweep_help():
     for option in ("--jobs", "--shard", "--dry-run", "--retry-failed", "--out", "--quiet"):
         assert option in result.output
     assert "SLURM_ARRAY_TASK_ID" in result.output
+
+
+# ---- the wrong kind of file, an unwritable --out ------------------------------------------
+
+
+def test_a_run_config_given_to_sweep_names_the_run_command(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"seed": 3, **TINY}, sort_keys=False))
+    result = invoke("sweep", path, "--dry-run")
+    assert result.exit_code == 2
+    message = result.output.strip()
+    assert "\n" not in message and "unknown key" not in message
+    assert f"{path} is a run config (it has 'seed', 'data', 'model'), not a sweep spec" in message
+    assert "run it with `gradlab run`" in message
+
+
+def test_an_unknown_key_in_an_inline_config_names_it():
+    with pytest.raises(ConfigError, match=r"^model\.depht: unknown key in config \(inline\)"):
+        sweep.expand_sweep({"config": {"model": {"depht": 3}}, "seeds": [0]})
+
+
+@pytest.mark.parametrize("where", ["under a file", "under /proc"])
+def test_an_unwritable_sweep_folder_is_one_line_exit_2(where, write_spec, in_tmp):
+    path = write_spec(spec(seeds=[0, 1]))
+    (in_tmp / "file").write_text("a regular file")
+    out = in_tmp / "file" / "sweep" if where == "under a file" else "/proc/gradlab-test/sweep"
+    before = sorted(p.name for p in in_tmp.iterdir())
+    result = invoke("sweep", path, "--out", out)
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert "\n" not in message and message.startswith(f"Error: cannot write the sweep folder {out}")
+    assert sorted(p.name for p in in_tmp.iterdir()) == before
+
+
+def test_a_sweep_folder_whose_sweep_json_cannot_be_written_is_removed(
+    write_spec, in_tmp, monkeypatch
+):
+    def refuse(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sweep, "atomic_write_json", refuse)
+    result = invoke("sweep", write_spec(spec(seeds=[0])), "--out", in_tmp / "new")
+    assert result.exit_code == 2
+    assert "cannot write the sweep folder" in result.output
+    assert "No space left on device" in result.output
+    assert not (in_tmp / "new").exists()
+
+
+# ---- --set on the command line ------------------------------------------------------------
+
+
+def test_command_line_set_applies_to_every_point_after_the_spec_set(write_spec, in_tmp):
+    path = write_spec(spec(set={"train.steps": 4}, grid={"model.depth": [2, 3]}, seeds=[0]))
+    loaded = sweep.load_sweep(path, overrides=["train.steps=2", "model.width=5"])
+    assert [p.name for p in loaded.points] == ["depth=2,seed=0", "depth=3,seed=0"]
+    assert [p.config.train.steps for p in loaded.points] == [2, 2]  # --set beats set:
+    assert [p.config.model.width for p in loaded.points] == [5, 5]
+    assert [p.config.model.depth for p in loaded.points] == [2, 3]
+
+    result = invoke("sweep", path, "--set", "train.steps=2", "--jobs", 2)
+    assert result.exit_code == 0, result.output
+    root = in_tmp / "results" / "t"
+    for name in ("depth=2,seed=0", "depth=3,seed=0"):
+        assert meta(root / name)["step_reached"] == 2
+    recorded = json.loads((root / "sweep.json").read_text())
+    assert recorded["command_line_set"] == {"train.steps": 2}
+    assert recorded["points"][0]["overrides"] == {"model.depth": 2, "seed": 0}
+
+    # the same --set again: everything is done; another value: the old runs are not mixed in
+    assert "0 ran (2 skipped)" in invoke("sweep", path, "--set", "train.steps=2").output
+    changed = invoke("sweep", path, "--set", "train.steps=3")
+    assert changed.exit_code == 2
+    assert "holds a different config (train.steps: 3 in the spec, 2 on disk)" in changed.output
+    assert "the spec (or --set) changed" in changed.output
+    assert all(meta(root / n)["step_reached"] == 2 for n in ("depth=2,seed=0", "depth=3,seed=0"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["model.depth=4"], "--set model.depth: the sweep varies model.depth (in grid/zip)"),
+        (["model=null"], "--set model: the sweep varies model.depth (in grid/zip)"),
+        (["train.lr=0.5"], "--set train.lr: the sweep varies train.lr (in grid/zip)"),
+        (["seed=3"], "--set seed: the sweep varies seed (in seeds)"),
+        (["name=x"], "--set name: the sweep names its points"),
+        (["train.stepz=3"], "train.stepz: unknown key in --set; did you mean 'steps'?"),
+        (["train.steps"], "--set 'train.steps': expected key.path=value"),
+        (["train.steps=-1"], "sweep point 0 (depth=2,lr=0.1,seed=0): train.steps: must be >= 0"),
+    ],
+)
+def test_command_line_set_errors_are_one_line_exit_2(overrides, fragment, write_spec, in_tmp):
+    path = write_spec(spec(grid={"model.depth": [2]}, zip={"train.lr": [0.1]}, seeds=[0]))
+    result = invoke("sweep", path, "--dry-run", *[f"--set={text}" for text in overrides])
+    assert result.exit_code == 2, result.output
+    assert "\n" not in result.output.strip() and fragment in result.output, result.output
+    assert not (in_tmp / "results").exists()
+
+
+# ---- Ctrl-C -------------------------------------------------------------------------------
+
+
+def test_a_worker_killed_by_the_forwarded_sigint_is_interrupted_not_failed(tmp_path):
+    point = sweep.expand_sweep(spec(seeds=[0])).points[0]
+    planned = sweep.PlannedPoint(point, tmp_path / point.name, "new")
+    pool = sweep._WorkerPool({}, tmp_path / "logs")
+    pool.stopped = True  # the parent got Ctrl-C and passed it on
+    outcome = pool._outcome(planned, -signal.SIGINT, "Traceback ...\nKeyboardInterrupt\n")
+    assert (outcome.status, outcome.error) == ("interrupted", "")
+    assert not (tmp_path / "logs").exists()
+    # a run that had finished when the signal came is done, whatever the exit code says
+    (tmp_path / point.name).mkdir()
+    (tmp_path / point.name / "meta.json").write_text(json.dumps({"status": "completed"}))
+    assert pool._outcome(planned, -signal.SIGTERM, "").status == "completed"
+    # without a stop request, a worker killed by a signal still failed
+    pool.stopped = False
+    failed = pool._outcome(planned, -signal.SIGINT, "")
+    assert failed.status == "failed" and failed.error == "worker killed by SIGINT"
+
+
+SLOW_START = """
+    # sitecustomize: a sweep worker (a session leader: start_new_session) starts slowly, so
+    # Ctrl-C reaches it before the runner has installed its own handler.
+    import os, pathlib, time
+
+    if os.getsid(0) == os.getpid():
+        import gradlab.sweep
+
+        _worker = gradlab.sweep._worker
+
+        def slow_worker():
+            pathlib.Path(os.environ["GRADLAB_TEST_STARTED"], str(os.getpid())).touch()
+            time.sleep(60)
+            _worker()
+
+        gradlab.sweep._worker = slow_worker
+"""
+
+
+def test_ctrl_c_during_worker_start_up_reports_interrupted_and_exits_130(write_spec, tmp_path):
+    hooks, started = tmp_path / "hooks", tmp_path / "started"
+    hooks.mkdir()
+    started.mkdir()
+    (hooks / "sitecustomize.py").write_text(textwrap.dedent(SLOW_START))
+    env = {**os.environ, "PYTHONPATH": str(hooks), "GRADLAB_TEST_STARTED": str(started)}
+    path = write_spec(spec(seeds=[0, 1, 2]))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gradlab", "sweep", str(path), "--jobs", "2", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    deadline = time.monotonic() + 30
+    while len(list(started.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stdout + stderr
+    first = stdout.splitlines()[0]
+    assert "2 ran (2 interrupted, 1 not started)" in first, stdout
+    assert "failed" not in stdout and "killed" not in stdout
+    assert "interrupted: run the same command again to resume" in stdout
+    assert not (tmp_path / "results" / "t" / "logs").exists()
