@@ -385,6 +385,7 @@ def test_a_run_without_summary_json_shows_the_same_m(regimes, tmp_path):
         assert shown["M"] == _init_factor(run)["delta"], regime
         assert shown["regime"] == _init_factor(run)["regime"]
         assert shown["caveat"] == _init_factor(run)["caveat"]
+        assert shown["theory"] == run.summary["theory"]["factor"]  # recomputed, no training
 
 
 def test_comparison_figures_show_summary_json_m_in_numeric_order(regimes):

@@ -16,7 +16,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, LogFormatterSciNotation, MaxNLocator, NullLocator
 
 from gradlab import analysis
+from gradlab.config import config_from_dict
+from gradlab.errors import GradlabError
 from gradlab.results import Run
+from gradlab.runner import theory_at_init
 
 FIGSIZE = (6.4, 4.8)  # inches; at the default 150 dpi a 960 x 720 image
 WIDE_FIGSIZE = (10.0, 4.8)  # two panels side by side
@@ -175,7 +178,14 @@ def markers(n_points: int) -> dict:
 
 
 def theory_factor(run: Run) -> float | None:
-    theory = (run.summary or {}).get("theory") or {}
+    """The mean-field M of summary.json; for a run without one (killed), the same function
+    ``gradlab run`` and ``gradlab summary`` use (runner.theory_at_init, no training needed)."""
+    theory = (run.summary or {}).get("theory")
+    if theory is None:
+        try:
+            theory = theory_at_init(config_from_dict(run.config))
+        except GradlabError:  # a config this version cannot read: no theory to show
+            return None
     factor = theory.get("factor")
     if not theory.get("applicable") or factor is None or not math.isfinite(factor):
         return None
