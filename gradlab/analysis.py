@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 REGIMES = ("vanishing", "stable", "exploding", "unknown")
+WIDE_ENOUGH = 32  # narrower hidden layers get the mean-field caveat in the verdict
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,22 @@ def verdict(factor: float | None, tol: float = 0.05) -> str:
     return "stable"
 
 
-def describe(fit: FactorFit, tol: float = 0.05) -> str:
+def width_caveat(width: int | None) -> str | None:
+    """The warning that goes with a verdict on narrow layers (None when wide or unknown)."""
+    if width is None or width >= WIDE_ENOUGH:
+        return None
+    return f"width {width} < {WIDE_ENOUGH}: mean-field theory assumes wide layers"
+
+
+def describe(fit: FactorFit, tol: float = 0.05, width: int | None = None) -> str:
     """The plain sentence, e.g. 'vanishing: the gradient shrinks x0.63 per layer, 10^-7.9 from
-    layer 40 to layer 1'."""
+    layer 40 to layer 1', with the mean-field caveat when ``width`` is small."""
+    sentence = _sentence(fit, tol)
+    caveat = width_caveat(width)
+    return f"{sentence}; {caveat}" if caveat and fit.reason == "" else sentence
+
+
+def _sentence(fit: FactorFit, tol: float) -> str:
     regime = verdict(fit.factor, tol)
     if regime == "unknown":
         return f"unknown: no factor ({fit.reason})"
@@ -118,9 +132,12 @@ def describe(fit: FactorFit, tol: float = 0.05) -> str:
     return sentence
 
 
-def factor_summary(delta_norms, weight_norms, fit_skip: float = 0.15, tol: float = 0.05) -> dict:
+def factor_summary(
+    delta_norms, weight_norms, fit_skip: float = 0.15, tol: float = 0.05, width: int | None = None
+) -> dict:
     """What summary.json records for one step: M from the delta norms (the verdict's basis) and
-    from the weight-gradient norms, with the fit's quality."""
+    from the weight-gradient norms, with the fit's quality. This is the one definition of M and
+    of the verdict: the run report, ``gradlab summary`` and every figure show these values."""
     delta = fit_factor(delta_norms, fit_skip)
     weight = fit_factor(weight_norms, fit_skip)
     return {
@@ -132,7 +149,8 @@ def factor_summary(delta_norms, weight_norms, fit_skip: float = 0.15, tol: float
         "n_excluded": delta.n_excluded,
         "spread_decades": _finite_or_none(delta.spread_decades),
         "regime": verdict(delta.factor, tol),
-        "sentence": describe(delta, tol),
+        "sentence": describe(delta, tol, width),
+        "caveat": width_caveat(width) if delta.reason == "" else None,
     }
 
 
@@ -167,6 +185,18 @@ def differing_keys(configs: Iterable[Mapping], ignore: Sequence[str] = ("name",)
         for key in keys
         if key not in ignore and len({repr(flat.get(key, missing)) for flat in flats}) > 1
     ]
+
+
+def order_key(flat: Mapping, keys: Sequence[str]) -> tuple:
+    """Sort key over ``keys`` of a flat config: numbers numerically, before text; missing last."""
+    parts = []
+    for key in keys:
+        value = flat.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            parts.append((0, float(value), ""))
+        else:
+            parts.append((1 if value is not None else 2, 0.0, str(value)))
+    return tuple(parts)
 
 
 def short_key(key: str) -> str:

@@ -281,17 +281,25 @@ def sweep_command(spec_path, jobs, shard, dry_run, retry_failed, out, quiet, ove
 @click.option(
     "--out", type=click.Path(file_okay=False), help="Folder for the figures (default <run>/plots)."
 )
-def plot_command(paths, fmt, out):
+@click.option(
+    "--dpi",
+    type=click.IntRange(min=20, max=1200),
+    default=150,
+    show_default=True,
+    help="Resolution of PNG figures (dots per inch).",
+)
+def plot_command(paths, fmt, out, dpi):
     """Draw the figures of each run at or below PATH (a run or a folder of runs).
 
     Per run: gradient norm by layer with the fitted and theoretical M, a layer x step
     heatmap, loss, clipping and saturation. For several runs also comparisons and, when
-    exactly two numeric config keys vary, a phase diagram. Prints each file written.
+    exactly two numeric config keys vary, a phase diagram. Prints each file written; exit 2
+    when a figure cannot be written. SVG keeps its text as text (editable).
     """
     from gradlab.plots import plot_paths  # matplotlib only for this command
 
     try:
-        written, warnings = plot_paths(paths, fmt=fmt, out=out)
+        written, warnings = plot_paths(paths, fmt=fmt, out=out, dpi=dpi)
     except GradlabError as error:
         _fail(error)
     for message in warnings:

@@ -124,7 +124,11 @@ def _from_files(run) -> tuple[dict | None, dict]:
     _, delta_norms = run.layer_matrix("delta_norm")  # row 0 is step 0
     _, weight_grad_norms = run.layer_matrix("weight_grad_norm")
     factor = factor_summary(
-        delta_norms[0], weight_grad_norms[0], config.analysis.fit_skip, config.analysis.tol
+        delta_norms[0],
+        weight_grad_norms[0],
+        config.analysis.fit_skip,
+        config.analysis.tol,
+        width=config.model.width,
     )
     return factor, theory_at_init(config)
 

@@ -290,7 +290,11 @@ class _Training:
             if stats is None:
                 continue
             factor = analysis.factor_summary(
-                stats["delta_norm"], stats["weight_grad_norm"], cfg.fit_skip, cfg.tol
+                stats["delta_norm"],
+                stats["weight_grad_norm"],
+                cfg.fit_skip,
+                cfg.tol,
+                width=self.config.model.width,
             )
             factors[label] = {"step": step, **factor}
             regimes[label] = factor["regime"]

@@ -159,3 +159,23 @@ def test_differing_keys_across_configs():
     assert analysis.flatten({"a": {"b": {"c": 1}}, "d": 2}) == {"a.b.c": 1, "d": 2}
     assert analysis.short_key("model.init.weight_scale") == "weight_scale"
     assert analysis.differing_keys([configs[0]]) == []
+
+
+def test_narrow_layers_get_the_mean_field_caveat_once():
+    norms = _norms(0.6, 12)
+    narrow = analysis.factor_summary(norms, norms, width=16)
+    assert narrow["caveat"] == "width 16 < 32: mean-field theory assumes wide layers"
+    assert narrow["sentence"] == analysis.describe(analysis.fit_factor(norms)) + (
+        "; width 16 < 32: mean-field theory assumes wide layers"
+    )
+    for width in (32, 128, None):  # wide enough, or not known
+        wide = analysis.factor_summary(norms, norms, width=width)
+        assert wide["caveat"] is None and "mean-field" not in wide["sentence"]
+    unknown = analysis.factor_summary([1.0], [1.0], width=8)  # no factor: nothing to caveat
+    assert unknown["caveat"] is None and unknown["sentence"].startswith("unknown")
+
+
+def test_order_key_sorts_numbers_numerically_before_text():
+    flats = [{"lr": 10.149}, {"lr": 2.0}, {"lr": "auto"}, {"lr": 14}, {}, {"lr": 6.0}]
+    ordered = sorted(flats, key=lambda flat: analysis.order_key(flat, ["lr"]))
+    assert [flat.get("lr") for flat in ordered] == [2.0, 6.0, 10.149, 14, "auto", None]

@@ -14,9 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from gradlab import plots
-from gradlab.cli import cli
+from gradlab.cli import cli, format_run_report
 from gradlab.config import config_from_dict
 from gradlab.errors import GradlabError
+from gradlab.figures.common import PlainLogFormatter
 from gradlab.results import read_run
 from gradlab.runner import run_config
 
@@ -30,6 +31,7 @@ RUN_FIGURES = ("gradient_by_layer", "gradient_heatmap", "loss", "clipping", "sat
 GROUP_FIGURES = ("compare_gradient_by_layer", "compare_loss")
 PHASE_FIGURES = ("phase_factor", "phase_test_loss")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SVG_TEXT = "{http://www.w3.org/2000/svg}text"
 
 
 def _make(path, overrides=(), name="run"):
@@ -129,17 +131,18 @@ def test_phase_grid_averages_seeds_and_draws_the_theory_contour(runs):
     sweep = [read_run(path) for path in sorted(runs["sweep"].glob("ws*"))]
     keys = plots.phase_keys(sweep)
     assert keys == ("model.depth", "model.init.weight_scale")
-    depths, scales, grid = plots.phase_grid(sweep, keys, plots._measured_factor)
+    depths, scales, grid = plots.phase_grid(sweep, keys, plots.measured_factor)
     assert depths == [4, 6] and scales == [1, 16]
     seeds = [run for run in sweep if run.config["model"]["depth"] == 4]
     seeds = [run for run in seeds if run.config["model"]["init"]["weight_scale"] == 1]
     assert len(seeds) == 2
-    expected = np.mean([plots._measured_factor(run) for run in seeds])
+    expected = np.mean([run.summary["gradient_factor"]["init"]["delta"] for run in seeds])
     assert grid[0, 0] == pytest.approx(expected)
     figure = plots.phase_diagram(sweep, keys, "factor")
     ax = figure.axes[0]
-    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["theory: M = 1"]
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["theory: M = 1"]
     assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+    np.testing.assert_array_equal(figure.gradlab_shown["grid"], grid)
 
 
 def test_comparison_legend_names_the_differing_key(runs):
@@ -147,7 +150,11 @@ def test_comparison_legend_names_the_differing_key(runs):
     assert plots.run_labels(norm_runs) == ["norm=none", "norm=batch", "norm=layer"]
     assert plots.phase_keys(norm_runs) is None  # a string key: no phase diagram
     figure = plots.compare_gradient_by_layer(norm_runs)
-    assert [t.get_text() for t in figure.legends[0].get_texts()] == plots.run_labels(norm_runs)
+    expected = [  # groups in order of their labels, each with summary.json's M at init
+        f"norm={norm}: M = {runs[f'norm_{norm}'].summary['gradient_factor']['init']['delta']:.4g}"
+        for norm in ("batch", "layer", "none")
+    ]
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == expected
 
 
 @pytest.mark.parametrize("kind", ["normal", "diverged", "steps0", "underflow", "depth1"])
@@ -167,9 +174,9 @@ def test_gradient_figure_shows_fit_and_theory_and_skips_zeros(runs):
     figure = plots.gradient_by_layer(runs["underflow"])
     ax = figure.axes[0]
     labels = [line.get_label() for line in ax.get_lines()]
-    assert any(label.startswith("fit at init, M = ") for label in labels)
+    assert any(label.startswith("fit, M = ") for label in labels)
     assert any(label.startswith("theory, M = ") for label in labels)
-    assert "vanishing" in ax.get_title()
+    assert "vanishing" in figure.get_suptitle()
     assert ax.get_yscale() == "log"
     low, high = ax.get_ylim()
     assert 0 < low < high < np.inf
@@ -261,6 +268,12 @@ def test_cli_plot_svg_into_out(runs, tmp_path):
     for path in expected:
         root = ElementTree.parse(path).getroot()
         assert root.tag.endswith("svg")
+        # text kept as text (svg.fonttype none), editable: no glyph outlines
+        assert list(root.iter(SVG_TEXT)) and b"DejaVuSans-" not in path.read_bytes()
+    texts = [
+        "".join(node.itertext()) for node in ElementTree.parse(out / "loss.svg").iter(SVG_TEXT)
+    ]
+    assert f"{runs['steps0'].name}: loss" in "".join(texts)
 
 
 def test_cli_plot_without_runs_exits_2(tmp_path):
@@ -302,3 +315,204 @@ def test_losses_near_the_float_limit_do_not_warn_in_any_figure(runs, tmp_path):
     written, warnings = plots.plot_paths([tmp_path])  # pytest turns any warning into an error
     assert warnings == []
     assert {path.stem for path in written} >= {"loss", "compare_loss"}
+
+
+# ---- one M everywhere, figures fit for a slide -------------------------------------------
+
+# sigmoid sigma_w; 16 units are too few for mean field: 10.149 (critical) measures 1.08 here
+REGIME_SCALES = {"vanishing": 2, "stable": 9, "exploding": 14}
+
+
+@pytest.fixture(scope="module")
+def regimes(tmp_path_factory):
+    """Tiny sigmoid runs of each regime (width 16: the mean-field caveat applies); plain SGD
+    at lr 0.5 makes the exploding one collapse by tens of decades within six steps."""
+    folder = tmp_path_factory.mktemp("regimes")
+    made = {}
+    for regime, scale in REGIME_SCALES.items():
+        overrides = [
+            f"model.init.weight_scale={scale}",
+            "model.depth=12",
+            "model.width=16",
+            "train.steps=6",
+            "train.lr=0.5",
+            "train.optimizer=sgd",
+        ]
+        made[regime] = _make(folder / regime, overrides, name=regime)
+    return made
+
+
+def _init_factor(run):
+    return run.summary["gradient_factor"]["init"]
+
+
+def test_the_regime_runs_cover_every_verdict(regimes):
+    assert {_init_factor(run)["regime"] for run in regimes.values()} == set(REGIME_SCALES)
+    for regime, run in regimes.items():
+        assert _init_factor(run)["regime"] == regime
+
+
+@pytest.mark.parametrize("regime", list(REGIME_SCALES))
+def test_gradient_figure_shows_the_m_and_verdict_of_summary_json(regimes, regime):
+    run = regimes[regime]
+    recorded = _init_factor(run)
+    figure = plots.gradient_by_layer(run)
+    shown = figure.gradlab_shown
+    assert shown["M"] == recorded["delta"] and shown["regime"] == recorded["regime"]
+    assert shown["theory"] == run.summary["theory"]["factor"]
+    title = figure.get_suptitle()
+    assert f"M at init = {recorded['delta']:.4g} " in title
+    assert title.split("\n")[1].endswith(f": {recorded['regime']}")
+    labels = [line.get_label() for line in figure.axes[0].get_lines()]
+    assert f"fit, M = {recorded['delta']:.4g}" in labels
+    # the mean-field caveat: once in analysis, in summary.json's sentence and in the figure
+    assert recorded["caveat"] == "width 16 < 32: mean-field theory assumes wide layers"
+    assert recorded["sentence"].endswith(recorded["caveat"]) and recorded["caveat"] in title
+    report = format_run_report(run)  # what `gradlab run` prints: the same M, verdict, caveat
+    assert f"at init: {recorded['sentence']}\n" in report
+    assert f"M_init={recorded['delta']:.4g} " in report
+
+
+def test_a_run_without_summary_json_shows_the_same_m(regimes, tmp_path):
+    """A killed run has no summary.json: the figure fits M with the same function."""
+    import shutil
+
+    for regime, run in regimes.items():
+        copy_path = tmp_path / regime
+        shutil.copytree(run.path, copy_path, ignore=shutil.ignore_patterns("plots"))
+        (copy_path / "summary.json").unlink()
+        shown = plots.gradient_by_layer(read_run(copy_path)).gradlab_shown
+        assert shown["M"] == _init_factor(run)["delta"], regime
+        assert shown["regime"] == _init_factor(run)["regime"]
+        assert shown["caveat"] == _init_factor(run)["caveat"]
+        assert shown["theory"] == run.summary["theory"]["factor"]  # recomputed, no training
+
+
+def test_comparison_figures_show_summary_json_m_in_numeric_order(regimes):
+    runs = [regimes[regime] for regime in ("exploding", "stable", "vanishing")]
+    figure = plots.compare_gradient_by_layer(runs)
+    # numeric order (2 < 9 < 14), not text order ("14" < "2" < "9")
+    expected = {f"$\\sigma_w$={scale:g}": None for scale in sorted(REGIME_SCALES.values())}
+    for run in runs:
+        label = f"$\\sigma_w$={run.config['model']['init']['weight_scale']:g}"
+        expected[label] = _init_factor(run)["delta"]
+    assert figure.gradlab_shown["factors"] == expected
+    assert list(figure.gradlab_shown["factors"]) == list(expected)  # the legend's order
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert legend == [f"{label}: M = {factor:.4g}" for label, factor in expected.items()]
+
+
+def test_exploding_run_keeps_the_init_profile_readable(regimes):
+    """Later steps collapse by tens of decades: the init panel and the heatmap's colours are
+    chosen from the init profile, which stays visible instead of a flat line."""
+    run = regimes["exploding"]
+    _, deltas = run.layer_matrix("delta_norm")
+    _, weight_grads = run.layer_matrix("weight_grad_norm")
+    init = np.log10(np.concatenate([deltas[0], weight_grads[0]]))
+    assert np.log10(np.nanmin(deltas[1:])) < init.min() - 12  # the collapse really happened
+    figure = plots.gradient_by_layer(run)
+    init_ax, training_ax = figure.axes
+    low, high = np.log10(init_ax.get_ylim())
+    assert low <= init.min() and high >= init.max()  # the whole init profile is drawn
+    assert high - low <= np.ptp(init) + 1  # ... and fills the panel
+    assert np.log10(training_ax.get_ylim()[0]) < np.log10(np.nanmin(deltas[1:]))
+    heatmap = plots.layer_heatmap(run, "weight_grad_norm")
+    vmin, vmax = np.log10(heatmap.gradlab_shown["colour_limits"])
+    grads = np.log10(weight_grads[0])
+    assert vmin <= grads.min() and grads.max() <= vmax
+    assert vmax - vmin <= max(12, np.ptp(grads)) + 1e-9
+    assert "below" in heatmap.axes[0].get_title()  # the collapsed cells are explained
+
+
+def test_layers_and_steps_get_integer_ticks(regimes, runs):
+    run = regimes["stable"]  # 12 layers, 6 steps
+    figure = plots.gradient_by_layer(run)
+    loss = plots.loss_curves(run)
+    for axis in (figure.axes[0].xaxis, figure.axes[1].xaxis, loss.axes[0].xaxis):
+        ticks = axis.get_ticklocs()
+        assert len(ticks) >= 2 and np.all(ticks == np.round(ticks)), ticks
+    assert np.all(np.diff(loss.axes[0].xaxis.get_ticklocs()) >= 1)
+    one_layer = plots.gradient_by_layer(runs["depth1"]).axes[0]
+    assert list(one_layer.get_xticks()) == [1]
+
+
+def test_log_axes_have_plain_tick_labels(runs):
+    formatter = PlainLogFormatter()
+    assert formatter(0.01) == "0.01" and formatter(1.0) == "1" and formatter(1000.0) == "1000"
+    assert "10^" in formatter(1e-7)  # mathtext powers far from 1
+    ax = plots.loss_curves(runs["normal"]).axes[0]
+    assert ax.get_yscale() == "log"
+    assert isinstance(ax.yaxis.get_major_formatter(), PlainLogFormatter)
+
+
+def test_comparison_labels_are_distinct_in_a_mixed_folder(runs):
+    mixed = [runs[kind] for kind in ("normal", "diverged", "steps0", "underflow", "depth1")]
+    labels = plots.run_labels(mixed)  # eight keys differ, every run is named "run"
+    assert labels == ["normal", "diverged", "steps0", "underflow", "depth1"]  # the folders
+    named = [read_run(run.path) for run in mixed[:2]]
+    named[0].config["name"], named[1].config["name"] = "clipped", "diverging"
+    assert plots.run_labels(named) == ["clipped", "diverging"]  # many keys: the run names
+
+
+def test_seeds_are_drawn_as_a_mean_with_a_band(runs):
+    sweep = [read_run(path) for path in sorted(runs["sweep"].glob("ws*"))]  # 5 runs, 4 points
+    for build in (plots.compare_gradient_by_layer, plots.compare_loss):
+        figure = build(sweep)
+        ax = figure.axes[0]
+        assert "band: min to max" in ax.get_title()
+        assert len(ax.collections) >= 1  # the band of the point with two seeds
+    factors = plots.compare_gradient_by_layer(sweep).gradlab_shown["factors"]
+    assert len(factors) == 4
+    seeds = [run for run in sweep if run.path.name.startswith("ws1_d4")]
+    assert factors["$L$=4, $\\sigma_w$=1"] == pytest.approx(
+        np.mean([_init_factor(run)["delta"] for run in seeds])
+    )
+
+
+def test_phase_diagram_boundary_runs_between_cells_and_legend_outside(runs):
+    sweep = [read_run(path) for path in sorted(runs["sweep"].glob("ws*"))]
+    keys = plots.phase_keys(sweep)
+    figure = plots.phase_diagram(sweep, keys, "factor")
+    ax = figure.axes[0]
+    (boundary,) = [c for c in ax.collections if c.get_label() == "theory: M = 1"]
+    for segment in boundary.get_segments():  # cell centres (labels) sit on integers
+        (x0, y0), (x1, y1) = segment
+        assert (x0 == x1 and x0 % 1 == 0.5) or (y0 == y1 and y0 % 1 == 0.5), segment
+    figure.draw_without_rendering()
+    legend_box = figure.legends[0].get_window_extent()
+    assert not legend_box.overlaps(ax.get_window_extent())
+    assert ax.get_xlabel() == "depth $L$" and ax.get_ylabel() == "weight scale $\\sigma_w$"
+
+
+def test_batchnorm_loss_figure_shows_train_eval_loss(runs):
+    metrics = runs["norm_batch"].metrics
+    logged = np.isfinite(metrics["train_eval_loss"])
+    lines = plots.loss_curves(runs["norm_batch"]).axes[0].get_lines()
+    (line,) = [line for line in lines if "train set" in line.get_label()]
+    assert "running averages" in line.get_label()
+    np.testing.assert_array_equal(line.get_ydata(), metrics["train_eval_loss"][logged])
+    labels = [line.get_label() for line in plots.loss_curves(runs["norm_none"]).axes[0].lines]
+    assert labels == ["train", "test"]
+
+
+def test_cli_plot_dpi(runs, tmp_path):
+    run = runs["steps0"].path
+    result = CliRunner().invoke(cli, ["plot", str(run), "--out", str(tmp_path), "--dpi", "40"])
+    assert result.exit_code == 0, result.output
+    height, width, _ = matplotlib.image.imread(tmp_path / "loss.png").shape
+    assert (width, height) == (256, 192)  # 6.4 x 4.8 inches
+    plots.save_figure(plots.loss_curves(runs["steps0"]), tmp_path / "default.png", "png")
+    height, width, _ = matplotlib.image.imread(tmp_path / "default.png").shape
+    assert (width, height) == (960, 720)  # 150 dpi unless told
+    assert CliRunner().invoke(cli, ["plot", str(run), "--dpi", "0"]).exit_code == 2
+
+
+def test_cli_plot_unwritable_out_exits_2_in_one_line(runs, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    targets = [blocker / "sub"] + ([Path("/proc/x")] if Path("/proc").is_dir() else [])
+    for target in targets:
+        result = CliRunner().invoke(cli, ["plot", str(runs["steps0"].path), "--out", str(target)])
+        assert result.exit_code == 2, result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert "cannot write figure" in result.output and str(target) in result.output
