@@ -156,6 +156,18 @@ def test_batchnorm_test_loss_uses_running_statistics():
     assert eval_loss != batch_loss
 
 
+def test_evaluation_leaves_no_per_layer_arrays_at_its_batch_shapes():
+    training = _training({"log.eval_every": 1})  # test set 64 rows, training subset 128
+    training.run()
+    rows = {
+        array.shape[0]
+        for layer in training.model.layers
+        for array in layer._scratch.values()
+        if array.ndim == 2
+    }
+    assert rows == {32}  # the training batch only
+
+
 @pytest.mark.parametrize("mode", ["norm", "layer_norm", "value"])
 def test_each_clip_mode_bounds_the_gradient(mode, write_config, tmp_path):
     threshold = 0.05

@@ -9,6 +9,12 @@ and reuses (one per distinct shape), so a training step allocates almost nothing
 a layer returns is therefore valid until that layer's next ``forward``/``backward``: copy it
 to keep it. ``backward`` never modifies its argument, and overwrites ``grads`` (no
 accumulation, nothing to zero).
+
+Inference: ``predict`` computes what ``forward(x, train=False)`` returns, bit for bit, but
+into arrays the caller owns (in place where it can) and keeps nothing, so evaluating a large
+set with a deep model costs no per-layer memory. Each class declares in ``train_arrays``
+(and ``train_masks``, bool) how many (batch, features) arrays a training step leaves in its
+buffers, for memory estimates.
 """
 
 import numpy as np
@@ -21,6 +27,9 @@ _max = np.fmax.reduce  # nan-ignoring: an inf next to a nan is still seen
 
 class Layer:
     """Base class: parameter/gradient dicts and reusable output buffers."""
+
+    train_arrays = 0  # (batch, features) arrays a training step keeps, in ``dtype``
+    train_masks = 0  # and in bool (saturation counts, ReLU's sign)
 
     def __init__(self, dtype=np.float64):
         self.dtype = np.dtype(dtype)
@@ -48,6 +57,11 @@ class Layer:
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def predict(self, x: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+        """``forward(x, train=False)``, bit for bit, computed in place in ``x`` (returned) with
+        ``scratch`` (an array of x's shape and dtype) as workspace; no state is kept."""
+        raise NotImplementedError
+
 
 class Linear(Layer):
     """Affine map h = x W + b.
@@ -57,6 +71,8 @@ class Linear(Layer):
     ``delta`` (the per-layer quantity whose norm gradlab tracks). With ``needs_input_grad``
     False (the first layer) dL/dx is not computed and backward returns None.
     """
+
+    train_arrays = 2  # h (for ``output`` and ``locate_nonfinite``) and dL/dx (reused)
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, dtype=np.float64):
         super().__init__(dtype)
@@ -87,16 +103,20 @@ class Linear(Layer):
 
     def forward(self, x, train=True):
         self._input = x
-        weight = self.params["weight"]
         out = self._out
         if out is None or out.shape[0] != x.shape[0]:
-            out = self._out = self._buffer("out", (x.shape[0], weight.shape[1]))
+            out = self._out = self._buffer("out", (x.shape[0], self.fan_out))
+        self.output = self.predict(x, out)
+        return out
+
+    def predict(self, x, out):
+        """h = x W + b written into ``out`` (B, fan_out), which must not overlap ``x``."""
+        weight = self.params["weight"]
         if x.dtype == out.dtype:
             np.dot(x, weight, out=out)  # the same GEMM as np.matmul, with less call overhead
         else:
             np.matmul(x, weight, out=out)
         out += self.params["bias"]
-        self.output = out
         return out
 
     def backward(self, grad_out):
@@ -148,6 +168,8 @@ class _ExpSaturating(Activation):
     _exponent_scale = 1.0
     _derivative_scale = 1.0
 
+    train_masks = 1  # saturation
+
     def __init__(self, dtype=np.float64):
         super().__init__(dtype)
         self._int_dtype = np.dtype(f"int{8 * self.dtype.itemsize}")  # same width, for bits
@@ -156,15 +178,23 @@ class _ExpSaturating(Activation):
         self._e = self._r = self._out = self._grad_in = self._saturated = None
 
     def _buffers(self, shape):
-        """(e, r, out, grad_in) for this shape: attributes for the last shape, else the dict."""
+        """(e, out, grad_in) for this shape: attributes for the last shape, else the dict."""
         if shape != self._shape:
-            self._e, self._r = self._buffer("e", shape), self._buffer("r", shape)
-            self._out, self._grad_in = self._buffer("out", shape), self._buffer("grad_in", shape)
+            self._e, self._out = self._buffer("e", shape), self._buffer("out", shape)
+            self._grad_in = self._buffer("grad_in", shape)
             self._shape = shape
-        return self._e, self._r, self._out, self._grad_in
+        return self._e, self._out, self._grad_in
 
-    def _exp_terms(self, z):
-        e, r, out, _ = self._buffers(z.shape)
+    def _r_buffer(self, shape):
+        """The buffer for r = 1/(1 + e), made only where it is used (not by sigmoid's fast
+        path)."""
+        r = self._r
+        if r is None or r.shape != shape:
+            r = self._r = self._buffer("r", shape)
+        return r
+
+    def _exp_neg_abs(self, z, e):
+        """e = exp(-k|z|), written into ``e``."""
         if self._exponent_scale == 1.0 and z.dtype == self.dtype and z.flags.c_contiguous:
             # -|z| in one pass: set the sign bit (nan stays nan, -0.0 gives exp 1)
             np.bitwise_or(z.view(self._int_dtype), self._sign_bit, out=e.view(self._int_dtype))
@@ -172,6 +202,11 @@ class _ExpSaturating(Activation):
             np.abs(z, out=e)
             e *= -self._exponent_scale
         np.exp(e, out=e)
+
+    def _exp_terms(self, z):
+        e, out, _ = self._buffers(z.shape)
+        r = self._r_buffer(z.shape)
+        self._exp_neg_abs(z, e)
         np.add(e, 1.0, out=r)
         np.divide(1.0, r, out=r)  # = np.reciprocal, bit for bit, and faster
         return e, r, out
@@ -189,7 +224,8 @@ class _ExpSaturating(Activation):
         return np.count_nonzero(saturated) / e.size
 
     def backward(self, grad_out):
-        e, r, _, grad_in = self._buffers(grad_out.shape)
+        e, _, grad_in = self._buffers(grad_out.shape)
+        r = self._r_buffer(grad_out.shape)
         np.multiply(e, r, out=grad_in)
         grad_in *= r
         if self._derivative_scale != 1.0:
@@ -217,32 +253,49 @@ class Sigmoid(_ExpSaturating):
     """
 
     name = "sigmoid"
+    train_arrays = 3  # d, sigma, dL/dz
 
     def forward(self, x, train=True):
-        d, r, out, _ = self._buffers(x.shape)
-        np.negative(x, out=d)
+        d, out, _ = self._buffers(x.shape)
+        r = self._sigmoid(x, d, out)
+        if r is None:  # d = u
+            d *= out  # u sigma = 1 - sigma
+            d *= out
+        else:  # d = e
+            d *= r  # sigma' = e r^2
+            d *= r
+        self.output = out
+        return out
+
+    def predict(self, x, scratch):
+        self._sigmoid(x, scratch, x, r=scratch)
+        return x
+
+    def _sigmoid(self, x, u, out, r=None):
+        """out = sigma(x) (``out`` may be ``x``). Fast path: u = exp(-x), returns None. Where
+        that overflows: u = e = exp(-|x|), returns r = 1/(1 + e), in ``r`` if given (it may be
+        ``u``: then e is lost), else in the layer's buffer."""
+        np.negative(x, out=u)
         with np.errstate(over="ignore"):  # an overflow is detected just below, never kept
-            np.exp(d, out=d)  # u = exp(-z)
-        if _max(d, axis=None, initial=0.0) == np.inf:  # overflow, or z = -inf (nan: no)
-            e, r, out = self._exp_terms(x)
+            np.exp(u, out=u)  # u = exp(-z)
+        if _max(u, axis=None, initial=0.0) == np.inf:  # overflow, or z = -inf (nan: no)
+            self._exp_neg_abs(x, u)
             # sigma(z) = f r with f = 1 (z >= 0) or e (z < 0): 1 / (1 + e) resp. e / (1 + e).
             # f = max(e, [z >= 0]) since 0 <= e <= 1 (nan stays nan): exact, and much faster
             # than a masked copy.
             np.greater_equal(x, 0.0, out=out)
-            np.maximum(e, out, out=out)
+            np.maximum(u, out, out=out)
+            r = self._r_buffer(x.shape) if r is None else r
+            np.add(u, 1.0, out=r)
+            np.divide(1.0, r, out=r)  # = np.reciprocal, bit for bit, and faster
             out *= r
-            d *= r  # sigma' = e r^2, in place of e
-            d *= r
-        else:
-            np.add(d, 1.0, out=out)
-            np.divide(1.0, out, out=out)  # = np.reciprocal, bit for bit, and faster
-            d *= out  # u sigma = 1 - sigma
-            d *= out
-        self.output = out
-        return out
+            return r
+        np.add(u, 1.0, out=out)
+        np.divide(1.0, out, out=out)  # = np.reciprocal, bit for bit, and faster
+        return None
 
     def backward(self, grad_out):
-        d, _, _, grad_in = self._buffers(grad_out.shape)
+        d, _, grad_in = self._buffers(grad_out.shape)
         np.multiply(d, grad_out, out=grad_in)
         return grad_in
 
@@ -254,6 +307,7 @@ class Tanh(_ExpSaturating):
     saturation). Saturation: the fraction of outputs with |a| > 0.99."""
 
     name = "tanh"
+    train_arrays = 4  # e, r, tanh, dL/dz
     _exponent_scale = 2.0
     _derivative_scale = 4.0
 
@@ -262,6 +316,10 @@ class Tanh(_ExpSaturating):
         np.tanh(x, out=out)
         self.output = out
         return out
+
+    def predict(self, x, scratch):
+        np.tanh(x, out=x)
+        return x
 
     _saturated_below = 1.0 / 199.0  # |tanh| > 0.99  <=>  exp(-2|z|) < 1/199
 
@@ -273,6 +331,8 @@ class ReLU(Activation):
     """
 
     name = "relu"
+    train_arrays = 2  # out, dL/dz
+    train_masks = 1  # z > 0
 
     def forward(self, x, train=True):
         out = self._buffer("out", x.shape)
@@ -281,6 +341,10 @@ class ReLU(Activation):
         self._positive = self._buffer("positive", x.shape, dtype=bool)
         np.greater(x, 0.0, out=self._positive)
         return out
+
+    def predict(self, x, scratch):
+        np.maximum(x, 0.0, out=x)
+        return x
 
     def backward(self, grad_out):
         grad_in = self._buffer("grad_in", grad_out.shape)
@@ -299,6 +363,9 @@ class Identity(Activation):
 
     def forward(self, x, train=True):
         self.output = x
+        return x
+
+    def predict(self, x, scratch):
         return x
 
     def backward(self, grad_out):
@@ -328,6 +395,8 @@ class BatchNorm(Layer):
     Running statistics live in ``buffers``, never in ``params``. A training batch of one
     sample has no variance and is an error.
     """
+
+    train_arrays = 3  # x_hat, out, dL/dx
 
     def __init__(
         self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, dtype=np.float64
@@ -361,17 +430,27 @@ class BatchNorm(Layer):
             variance = inv_std / batch  # biased: used to normalize
             self._update_running(mean, variance * (batch / (batch - 1)))  # unbiased
             np.add(variance, self.eps, out=inv_std)
+            np.sqrt(inv_std, out=inv_std)
+            np.reciprocal(inv_std, out=inv_std)
         else:
             np.copyto(mean, self.buffers["running_mean"])
             np.subtract(x, mean, out=x_hat)
-            np.add(self.buffers["running_var"], self.eps, out=inv_std)
-        np.sqrt(inv_std, out=inv_std)
-        np.reciprocal(inv_std, out=inv_std)
-        x_hat *= inv_std
-        np.multiply(x_hat, self.params["gamma"], out=out)
-        out += self.params["beta"]
+            self._running_inv_std(inv_std)
+        _scale_shift(x_hat, inv_std, self.params, out)
         self.output = out
         return out
+
+    def predict(self, x, scratch):
+        inv_std = np.empty(x.shape[1], dtype=self.dtype)  # features,
+        np.subtract(x, self.buffers["running_mean"], out=x)
+        self._running_inv_std(inv_std)
+        return _scale_shift(x, inv_std, self.params, x)
+
+    def _running_inv_std(self, inv_std):
+        """1 / sqrt(running_var + eps), into ``inv_std``."""
+        np.add(self.buffers["running_var"], self.eps, out=inv_std)
+        np.sqrt(inv_std, out=inv_std)
+        np.reciprocal(inv_std, out=inv_std)
 
     def _update_running(self, batch_mean, unbiased_var):
         m = self.momentum
@@ -410,6 +489,8 @@ class LayerNorm(Layer):
     per feature. Compare BatchNorm: columns over the batch.
     """
 
+    train_arrays = 4  # x_hat, out, dL/dx, a projection in backward
+
     def __init__(self, num_features: int, eps: float = 1e-5, dtype=np.float64):
         super().__init__(dtype)
         self.eps = float(eps)
@@ -417,23 +498,30 @@ class LayerNorm(Layer):
         self._add_param("beta", np.zeros(num_features))
 
     def forward(self, x, train=True):
-        batch, features = x.shape
+        batch = x.shape[0]
         x_hat = self._buffer("x_hat", x.shape)
         out = self._buffer("out", x.shape)
         mean = self._buffer("mean", (batch, 1))
         inv_std = self._buffer("inv_std", (batch, 1))
+        self._normalize(x, x_hat, mean, inv_std)
+        _scale_shift(x_hat, inv_std, self.params, out)
+        self.output = out
+        return out
+
+    def predict(self, x, scratch):
+        mean, inv_std = np.empty((2, x.shape[0], 1), dtype=self.dtype)  # (batch, 1) each
+        self._normalize(x, x, mean, inv_std)
+        return _scale_shift(x, inv_std, self.params, x)
+
+    def _normalize(self, x, x_hat, mean, inv_std):
+        """x_hat = x - mean (``x_hat`` may be ``x``) and inv_std = 1/sqrt(var + eps), per row."""
         np.mean(x, axis=1, keepdims=True, out=mean)
         np.subtract(x, mean, out=x_hat)
         np.einsum("ij,ij->i", x_hat, x_hat, out=inv_std[:, 0])
-        inv_std /= features
+        inv_std /= x.shape[1]
         inv_std += self.eps
         np.sqrt(inv_std, out=inv_std)
         np.reciprocal(inv_std, out=inv_std)
-        x_hat *= inv_std
-        np.multiply(x_hat, self.params["gamma"], out=out)
-        out += self.params["beta"]
-        self.output = out
-        return out
 
     def backward(self, grad_out):
         batch, features = grad_out.shape
@@ -454,3 +542,11 @@ class LayerNorm(Layer):
         grad_in -= projection
         grad_in *= inv_std
         return grad_in
+
+
+def _scale_shift(x_hat, inv_std, params, out):
+    """out = x_hat * inv_std * gamma + beta, scaling ``x_hat`` in place (``out`` may be it)."""
+    x_hat *= inv_std
+    np.multiply(x_hat, params["gamma"], out=out)
+    out += params["beta"]
+    return out

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from gradlab.engine.init import init_bias, init_weight
-from gradlab.engine.layers import Activation, BatchNorm, LayerNorm, Linear, make_activation
+from gradlab.engine.layers import (
+    ACTIVATIONS,
+    Activation,
+    BatchNorm,
+    LayerNorm,
+    Linear,
+    make_activation,
+)
 from gradlab.engine.norms import l2_norm
 from gradlab.errors import GradlabError
 
@@ -190,6 +197,23 @@ class MLP:
         x = self.output.forward(x, train)  # B, output_dim
         self._forward_record = _by_stat(recorded)
         return x.copy()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Outputs (B, output_dim) in eval mode, bit for bit ``forward(x, train=False)``, in
+        memory independent of depth: the hidden layers alternate between two (B, width)
+        arrays and no layer keeps anything (``forward`` leaves caches for backward in every
+        layer). Nothing the last ``forward``/``backward`` left is changed."""
+        x = np.asarray(x, dtype=self.dtype)  # B, input_dim
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise GradlabError(f"MLP input must be (batch, {self.input_dim}), got {x.shape}")
+        out, spare = np.empty((2, x.shape[0], self.width), dtype=self.dtype)  # B, width each
+        for layers in self._block_layers:
+            linear, *elementwise = layers
+            linear.predict(x, out)
+            for layer in elementwise:  # in place; spare is free (x is used up, or the input)
+                layer.predict(out, spare)
+            x, out, spare = out, spare, out  # the next Linear writes into the other array
+        return self.output.predict(x, np.empty((x.shape[0], self.output_dim), dtype=self.dtype))
 
     def _forward_stats(self, block: HiddenBlock) -> tuple[float, float, float, float]:
         """A hidden layer's ``_FORWARD_STATS`` from its weights and last activation output."""
@@ -372,6 +396,49 @@ class MLP:
                         quantity = f"norm {key} gradient"
                         return {"pass": "backward", "layer": block.index, "quantity": quantity}
         return None
+
+
+def memory_footprint(
+    input_dim: int,
+    output_dim: int,
+    depth: int,
+    width: int,
+    activation: str = "sigmoid",
+    norm: str = "none",
+    dtype="float64",
+    batch: int = 64,
+    eval_batch: int = 0,
+    parameter_copies: int = 2,
+) -> dict[str, int]:
+    """Bytes an ``MLP`` of this shape holds, by part, without building it.
+
+    parameters: ``parameter_copies`` arrays of every parameter (2: values and gradients; an
+    optimizer adds its state). activations: the (batch, features) arrays a training step
+    with per-layer statistics leaves in the layers (each layer's ``train_arrays`` and
+    ``train_masks``); statistics: the model's two float64 (batch * width) scratch arrays for
+    them; predict: ``predict``'s two (eval_batch, width) arrays and its output.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    norm_class = {"none": None, "batch": BatchNorm, "layer": LayerNorm}[norm]
+    activation_class = ACTIVATIONS[activation]
+    per_sample = (width + output_dim) * itemsize  # the output layer: dL/dx and h
+    for index in range(1, depth + 1):
+        linear_arrays = 1 if index == 1 else 2  # h; dL/dx from layer 2 on
+        per_sample += linear_arrays * width * itemsize
+        if norm_class is not None:
+            per_sample += norm_class.train_arrays * width * itemsize
+        per_sample += activation_class.train_arrays * width * itemsize
+        per_sample += activation_class.train_masks * width
+    parameter_count = input_dim * width + (depth - 1) * width * width + width * output_dim
+    parameter_count += depth * width + output_dim  # biases
+    if norm_class is not None:
+        parameter_count += 2 * depth * width  # gamma, beta
+    return {
+        "parameters": parameter_copies * parameter_count * itemsize,
+        "activations": batch * per_sample,
+        "statistics": batch * 2 * width * 8,  # ``_mean_std``'s ones and centred values
+        "predict": eval_batch * (2 * width + output_dim) * itemsize,
+    }
 
 
 def _record_norms(norms: dict, names: dict, layer) -> None:

@@ -1,0 +1,221 @@
+"""Memory: evaluation keeps nothing per layer, training keeps what the estimate counts, the
+estimate is close to the measured peak, and the CLI warns before a run too big for the
+machine."""
+
+import json
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gradlab import runner
+from gradlab.cli import cli
+from gradlab.config import config_from_dict
+from gradlab.engine import MLP, mse
+from gradlab.engine.model import memory_footprint
+
+
+def _model(depth=5, activation="sigmoid", norm="none", dtype="float64", weight_scale=1.0):
+    return MLP(
+        input_dim=6,
+        output_dim=3,
+        depth=depth,
+        width=9,
+        activation=activation,
+        norm=norm,
+        weight_scale=weight_scale,
+        bias_scale=0.3,
+        dtype=dtype,
+        rng=np.random.default_rng(1),
+    )
+
+
+def _inputs(rows, seed=2):
+    return np.random.default_rng(seed).normal(0.0, 2.0, (rows, 6))
+
+
+def _train_step(model, batch=16):
+    """One logged training step, as the runner takes it."""
+    outputs = model.forward(_inputs(batch, seed=3), train=True, record=True)
+    _, dlogits = mse(outputs, np.zeros_like(outputs))
+    model.backward(dlogits, record=True)
+    model.layer_stats()
+
+
+def _held_arrays(model):
+    """Every array the layers allocated for themselves (their reusable buffers)."""
+    return [array for layer in model.layers for array in layer._scratch.values()]
+
+
+def _held_bytes(model):
+    return sum(array.nbytes for array in _held_arrays(model))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "linear"])
+def test_predict_is_the_eval_forward_bit_for_bit(activation, norm, dtype):
+    model = _model(activation=activation, norm=norm, dtype=dtype)
+    _train_step(model)  # BatchNorm's running statistics move away from 0 and 1
+    x = _inputs(23)
+    expected = model.forward(x, train=False)
+    got = model.predict(x)
+    assert got.dtype == expected.dtype and got.shape == (23, 3)
+    np.testing.assert_array_equal(got.view(np.uint8), expected.view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_predict_matches_where_sigmoid_takes_its_overflow_path(dtype):
+    model = _model(dtype=dtype, weight_scale=3000.0)
+    x = _inputs(40)
+    expected = model.forward(x, train=False)
+    limit = np.log(np.finfo(dtype).max)  # exp(-z) overflows below -limit
+    assert any(block.linear.output.min() < -limit for block in model.blocks)
+    np.testing.assert_array_equal(model.predict(x).view(np.uint8), expected.view(np.uint8))
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
+def test_predict_leaves_training_state_and_memory_untouched(norm):
+    model = _model(depth=6, activation="tanh", norm=norm)
+    _train_step(model)
+    held = [array.copy() for array in _held_arrays(model)]
+    held_bytes = _held_bytes(model)
+    stats = model.layer_stats()
+    buffers = {name: value.copy() for name, value in model.buffers.items()}
+    for rows in (50, 200, 16):  # new batch shapes, and the training one
+        model.predict(_inputs(rows))
+    assert _held_bytes(model) == held_bytes  # nothing new per layer or per shape
+    for before, after in zip(held, _held_arrays(model), strict=True):
+        np.testing.assert_array_equal(after, before)
+    for name, value in model.layer_stats().items():
+        np.testing.assert_array_equal(value, stats[name])
+    for name, value in model.buffers.items():
+        np.testing.assert_array_equal(value, buffers[name])
+
+
+def _peak_bytes_of(call):
+    tracemalloc.start()
+    try:
+        call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
+def test_predict_memory_does_not_grow_with_depth(norm):
+    rows, width = 400, 9
+    x = _inputs(rows)
+    shallow, deep = (_model(depth=depth, norm=norm) for depth in (3, 60))
+    shallow_peak = _peak_bytes_of(lambda: shallow.predict(x))
+    deep_peak = _peak_bytes_of(lambda: deep.predict(x))
+    # two (rows, width) arrays and the output, whatever the depth; a per-layer cache of even
+    # one (rows, width) array would add 57 of them
+    assert shallow_peak >= 2 * rows * width * 8
+    assert deep_peak < shallow_peak + rows * width * 8
+
+
+@pytest.mark.parametrize(
+    ("activation", "norm", "dtype"),
+    [
+        ("sigmoid", "none", "float64"),
+        ("tanh", "layer", "float32"),
+        ("relu", "batch", "float64"),
+        ("linear", "none", "float32"),
+    ],
+)
+def test_footprint_counts_the_arrays_training_keeps(activation, norm, dtype):
+    batch, depth = 16, 7
+    model = _model(depth=depth, activation=activation, norm=norm, dtype=dtype)
+    _train_step(model, batch)
+    model.predict(_inputs(100))  # evaluation adds nothing to count
+    footprint = memory_footprint(6, 3, depth, 9, activation, norm, dtype, batch=batch)
+    # the (batch, features) arrays; per-feature and per-sample vectors are left out
+    per_sample = [
+        array
+        for array in _held_arrays(model)
+        if array.ndim == 2 and array.shape[0] == batch and array.shape[1] > 1
+    ]
+    assert sum(array.nbytes for array in per_sample) == footprint["activations"]
+    statistics = sum(array.nbytes for array in [*model._ones.values(), *model._centred.values()])
+    assert 0 < statistics <= footprint["statistics"]
+    parameters = sum(value.nbytes for value in model.params.values())
+    assert footprint["parameters"] == 2 * parameters  # values and gradients
+
+
+_MEASURE = r"""
+import json, resource, sys, tempfile
+from gradlab.config import config_from_dict
+from gradlab.runner import estimate_memory, run_config
+config = config_from_dict(json.loads(sys.argv[1]))
+with tempfile.TemporaryDirectory() as folder:
+    run_config(config, out=folder + "/run")
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"peak": peak, "estimate": estimate_memory(config)}))
+"""
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"model": {"depth": 600, "width": 64}, "train": {"steps": 1}, "log": {"every": 1}},
+        {
+            "dtype": "float32",
+            "model": {"depth": 150, "width": 128, "activation": "tanh", "norm": "layer"},
+            "train": {"steps": 1, "batch_size": 256, "optimizer": "adam"},
+        },
+        {"data": {"n_train": 60000, "input_dim": 64}, "model": {"depth": 2}, "train": {"steps": 1}},
+    ],
+    ids=["deep", "wide-float32-adam", "data"],
+)
+def test_estimate_is_close_to_the_measured_peak(spec, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, json.dumps({"name": "m", **spec})],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    measured = json.loads(result.stdout)
+    assert measured["peak"] / 1.5 < measured["estimate"] < measured["peak"] * 1.5, measured
+
+
+def test_estimate_grows_with_depth_and_batch():
+    def estimate(**changes):
+        base = {"model": {"depth": 100, "width": 64}, "train": {"batch_size": 64}}
+        for key, value in changes.items():
+            section, field = key.split("__")
+            base[section][field] = value
+        return runner.estimate_memory(config_from_dict(base))
+
+    base = estimate()
+    assert estimate(model__depth=1000) > base + 9 * 100 * 64 * 64 * 8 * 3  # params, 3 copies
+    assert estimate(train__batch_size=256) > base
+
+
+def test_memory_warning_only_above_half_the_machine():
+    config = config_from_dict({"model": {"depth": 50}})
+    estimate = runner.estimate_memory(config)
+    assert runner.memory_warning(config, machine_bytes=2 * estimate) is None
+    warning = runner.memory_warning(config, machine_bytes=2 * estimate - 2)
+    assert warning.startswith("warning: ") and "\n" not in warning
+    assert f"{estimate / 1e9:.3g} GB" in warning and f"{(2 * estimate - 2) / 1e9:.3g} GB" in warning
+
+
+@pytest.mark.parametrize(("machine_bytes", "warned"), [(10**6, True), (10**15, False)])
+def test_run_command_warns_on_stderr_before_a_run_too_big(
+    machine_bytes, warned, write_config, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(runner, "machine_memory_bytes", lambda: machine_bytes)
+    result = CliRunner().invoke(
+        cli, ["run", str(write_config()), "--out", str(tmp_path / "r"), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == (1 if warned else 0)
+    assert "warning" not in result.stdout
+    if warned:
+        assert "of memory (estimate)" in warnings[0]
