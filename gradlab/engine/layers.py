@@ -13,7 +13,7 @@ accumulation, nothing to zero).
 
 import numpy as np
 
-from gradlab.errors import GradlabError
+from gradlab.errors import EngineError
 
 _add_reduce = np.add.reduce
 _max = np.fmax.reduce  # nan-ignoring: an inf next to a nan is still seen
@@ -311,7 +311,7 @@ ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "linear": Identit
 def make_activation(name: str, dtype=np.float64) -> Activation:
     """An activation layer by name: one of ``ACTIVATIONS``."""
     if name not in ACTIVATIONS:
-        raise GradlabError(f"activation: {name!r} is not one of {', '.join(ACTIVATIONS)}")
+        raise EngineError(f"activation: {name!r} is not one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name](dtype)
 
 
@@ -352,7 +352,7 @@ class BatchNorm(Layer):
         inv_std = self._buffer("inv_std", (features,))
         if train:
             if batch < 2:
-                raise GradlabError(
+                raise EngineError(
                     f"BatchNorm needs at least 2 samples per batch in training, got {batch}"
                 )
             np.mean(x, axis=0, out=mean)
