@@ -482,7 +482,7 @@ def test_a_sweep_folder_whose_sweep_json_cannot_be_written_is_removed(
     def refuse(path, data):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sweep, "atomic_write_json", refuse)
+    monkeypatch.setattr(sweep.execute, "atomic_write_json", refuse)  # run_sweep writes it
     result = invoke("sweep", write_spec(spec(seeds=[0])), "--out", in_tmp / "new")
     assert result.exit_code == 2
     assert "cannot write the sweep folder" in result.output
