@@ -7,8 +7,9 @@ bad value and what is allowed.
 
 The schema lives in one place: the dataclasses (names, types, defaults, meaning) plus two
 tables, ``CHOICES`` and ``RANGES``, keyed by key path. Checking happens when a section is
-constructed (``__post_init__``), so a config built in code is held to the same rules as one
-read from a file. Uses yaml and the standard library only (no numpy, click or matplotlib).
+constructed (``__post_init__``, by ``config_checks.checked``), so a config built in code is
+held to the same rules as one read from a file; YAML text is read by ``yaml_input``. Uses yaml
+and the standard library only (no numpy, click or matplotlib).
 """
 
 import copy

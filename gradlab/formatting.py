@@ -21,13 +21,14 @@ import numbers
 def number_text(value, spec: str | None = None, missing: str = "") -> str:
     """``value`` as text: exact without ``spec``, else ``format(value, spec)``; ``missing``
     for None and for anything that is not a number (a bool counts as one: 1 or 0)."""
-    if isinstance(value, float):  # the common case first: CSV rows are written per step
+    if type(value) is float:  # first: CSV rows are written every logged step
         return repr(value) if spec is None else format(value, spec)
     if not isinstance(value, numbers.Real):
         return missing
     if isinstance(value, numbers.Integral):
         return str(int(value)) if spec is None else format(int(value), spec)
-    return number_text(float(value), spec, missing)  # numpy floats: float32 exactly widened
+    # numpy floats: np.float64's repr names its type in numpy 2, float32 widens exactly
+    return number_text(float(value), spec, missing)
 
 
 def config_text(value) -> str:
