@@ -432,14 +432,8 @@ def load_config(
     A missing or null ``name`` becomes the file's stem: configs/deep.yaml runs as "deep".
     """
     path = Path(path)
-    mapping = _read_yaml(path)
+    mapping = read_yaml_file(path, "config file")
     return _build(mapping, overrides, seed, str(path), path.stem, origin)
-
-
-def _read_yaml(path: Path) -> Any:
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory, not a config file")
-    return read_yaml_file(path, "config file")
 
 
 def config_to_dict(config: Config) -> dict:

@@ -34,8 +34,10 @@ def parse_override(text: str, origin: str = "--set") -> tuple[str, Any]:
 
 
 def read_yaml_file(path: Path, what: str) -> Any:
-    """``parse_yaml`` of a file; a missing, unreadable or non-UTF-8 file is a one-line
-    ConfigError that names it as ``what`` (e.g. "config file")."""
+    """``parse_yaml`` of a file; a missing, unreadable or non-UTF-8 file (or a folder) is a
+    one-line ConfigError that names it as ``what`` (e.g. "config file")."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a {what}")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
