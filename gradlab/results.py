@@ -50,6 +50,7 @@ METRIC_COLUMNS = (
 LAYER_COLUMNS = ("step", "layer", *STAT_NAMES)
 _STATS = LAYER_COLUMNS[2:]
 STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
+DONE_STATUSES = ("completed", "diverged")  # a finished run: a sweep does not run it again
 RUN_FILES = ("config.yaml", "meta.json", "metrics.csv", "layers.csv", "summary.json")
 
 
@@ -273,7 +274,7 @@ class Run:
 
     @property
     def complete(self) -> bool:
-        return self.status in ("completed", "diverged")
+        return self.status in DONE_STATUSES
 
     def layer_matrix(self, column: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values[n_steps, depth]) of a layers.csv column, one row per logged step."""

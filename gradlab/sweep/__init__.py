@@ -34,6 +34,10 @@ The code, by concern: ``expand`` (the spec into checked points), ``plan`` (shard
 each folder holds, the dry-run listing), ``execute`` (worker processes, the report).
 """
 
+from gradlab.results import DONE_STATUSES
+
+# _worker is what each worker process runs (``from gradlab.sweep import _worker``: a test
+# replaces it here); _WorkerPool is re-exported for the tests of signal forwarding.
 from gradlab.sweep.execute import (
     BLAS_THREAD_VARIABLES,
     Outcome,
@@ -57,7 +61,6 @@ from gradlab.sweep.expand import (
     point_name_for,
 )
 from gradlab.sweep.plan import (
-    DONE_STATUSES,
     Plan,
     PlannedPoint,
     format_plan,

@@ -14,9 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gradlab.config import config_from_dict, config_to_dict
-from gradlab.results import atomic_write_json, atomic_write_text, cannot_write, read_meta
+from gradlab.results import (
+    DONE_STATUSES,
+    atomic_write_json,
+    atomic_write_text,
+    cannot_write,
+    read_meta,
+)
 from gradlab.signals import STOP_SIGNALS, on_stop_signals
-from gradlab.sweep.plan import DONE_STATUSES, Plan, PlannedPoint
+from gradlab.sweep.plan import Plan, PlannedPoint
 
 # set in every worker before numpy is imported: one BLAS thread per run, parallelism by runs
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

@@ -8,10 +8,8 @@ from typing import Any
 
 from gradlab.config import config_to_dict
 from gradlab.errors import GradlabError
-from gradlab.results import holds_only_run_files, is_run_dir, read_run
+from gradlab.results import DONE_STATUSES, holds_only_run_files, is_run_dir, read_run
 from gradlab.sweep.expand import Point, Sweep
-
-DONE_STATUSES = ("completed", "diverged")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
