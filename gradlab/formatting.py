@@ -23,7 +23,7 @@ def number_text(value, spec: str | None = None, missing: str = "") -> str:
     for None and for anything that is not a number (a bool counts as one: 1 or 0)."""
     if type(value) is float:  # first: CSV rows are written every logged step
         return repr(value) if spec is None else format(value, spec)
-    if not isinstance(value, numbers.Real):
+    if value is None or not isinstance(value, numbers.Real):
         return missing
     if isinstance(value, numbers.Integral):
         return str(int(value)) if spec is None else format(int(value), spec)
