@@ -12,6 +12,7 @@ import click
 
 from gradlab import __version__
 from gradlab.errors import GradlabError
+from gradlab.formatting import number_text
 
 EXIT_INTERRUPTED = 130
 
@@ -178,7 +179,9 @@ def summary_command(paths, fmt, group_by_seed):
 
 
 def _number(value, spec=".3g"):
-    return "nan" if value is None or not math.isfinite(value) else format(value, spec)
+    """A number in the run report and the theory output; nan when missing, so each
+    key=value of the last line stays one token."""
+    return number_text(value, spec, missing="nan")
 
 
 def format_run_report(run, max_rows: int = 24) -> str:

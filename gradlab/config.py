@@ -7,13 +7,12 @@ bad value and what is allowed.
 
 The schema lives in one place: the dataclasses (names, types, defaults, meaning) plus two
 tables, ``CHOICES`` and ``RANGES``, keyed by key path. Checking happens when a section is
-constructed (``__post_init__``), so a config built in code is held to the same rules as one
-read from a file. Uses yaml and the standard library only (no numpy, click or matplotlib).
+constructed (``__post_init__``, by ``config_checks.checked``), so a config built in code is
+held to the same rules as one read from a file; YAML text is read by ``yaml_input``. Uses yaml
+and the standard library only (no numpy, click or matplotlib).
 """
 
 import copy
-import difflib
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -22,7 +21,17 @@ from typing import Any, ClassVar
 
 import yaml
 
+from gradlab.config_checks import (
+    build_section,
+    checked,
+    fail,
+    is_section,
+    join_path,
+    show,
+    unknown_key,
+)
 from gradlab.errors import ConfigError
+from gradlab.yaml_input import parse_override, read_yaml_file
 
 # ---------------------------------------------------------------------------------------
 # What each key may hold beyond its type. Keys are dotted paths, as written in --set.
@@ -103,9 +112,6 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=,+-]*")
 NAME_MAX_LENGTH = 200
 DEFAULT_NAME = "run"  # for a config built from a dict, which has no file stem to borrow
 
-# What YAML 1.2 calls a number; PyYAML (YAML 1.1) reads "1e-3" (no dot) as a string.
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
 
 # ---------------------------------------------------------------------------------------
 # The sections. Each knows its key path, so messages can name the full path.
@@ -118,8 +124,8 @@ class _Section:
 
     def __post_init__(self):
         for item in fields(self):
-            path = _join(self._path, item.name)
-            value = _checked(path, item.type, getattr(self, item.name))
+            path = join_path(self._path, item.name)
+            value = checked(path, item.type, getattr(self, item.name), CHOICES, RANGES)
             object.__setattr__(self, item.name, value)  # frozen: the documented way round
 
 
@@ -243,131 +249,15 @@ class Config(_Section):
 
 
 # ---------------------------------------------------------------------------------------
-# Checking one value.
-
-
-def _join(prefix: str, key: object) -> str:
-    return f"{prefix}.{key}" if prefix else str(key)
-
-
-def _show(value: object) -> str:
-    """A value as the user wrote it in YAML: true, null, 'text', 2.5."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, str) and len(value) <= 60:
-        return repr(value)
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."  # messages stay one readable line
-
-
-def _did_you_mean(word: object, candidates: Iterable[str]) -> str:
-    matches = difflib.get_close_matches(str(word), list(candidates), n=1)
-    return f"; did you mean '{matches[0]}'?" if matches else ""
-
-
-def _fail(path: str, problem: str) -> ConfigError:
-    return ConfigError(f"{path}: {problem}", path)
-
-
-def _is_section(annotation: object) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, _Section)
-
-
-def _expected(path: str, annotation: object) -> str:
-    """What a field may hold, in words: 'an integer >= 1', 'one of a, b'."""
-    rule = f" {RANGES[path]}" if path in RANGES else ""
-    if annotation is bool:
-        return "true or false"
-    if annotation is int:
-        return f"an integer{rule}"
-    if annotation is float:
-        return f"a number{rule}"
-    if annotation == int | str:
-        words = " or ".join(f"'{choice}'" for choice in CHOICES[path])
-        return f"an integer{rule} or {words}"
-    if path in CHOICES:
-        return f"one of {', '.join(CHOICES[path])}"
-    return "a string"
-
-
-def _checked(path: str, annotation: object, value: Any) -> Any:
-    """``value`` converted to the field's type and checked against CHOICES and RANGES."""
-    if _is_section(annotation):
-        return value if isinstance(value, annotation) else _build_section(annotation, value)
-    is_int = isinstance(value, int) and not isinstance(value, bool)  # bool is an int in Python
-    if annotation is float:
-        converted = _as_float(value)
-    elif annotation is bool:
-        converted = value if isinstance(value, bool) else None
-    elif annotation is int or (annotation == int | str and not isinstance(value, str)):
-        converted = value if is_int else None
-    else:
-        converted = value if isinstance(value, str) else None
-    if converted is None:
-        raise _fail(path, f"must be {_expected(path, annotation)}, got {_show(value)}")
-    if isinstance(converted, float) and not math.isfinite(converted):
-        raise _fail(path, f"must be a finite number, got {_show(value)}")
-    if isinstance(converted, str) and path in CHOICES and converted not in CHOICES[path]:
-        hint = _did_you_mean(converted, CHOICES[path])
-        if annotation is str:
-            allowed = ", ".join(CHOICES[path])
-            raise _fail(path, f"{_show(value)} is not one of {allowed}{hint}")
-        raise _fail(path, f"must be {_expected(path, annotation)}, got {_show(value)}{hint}")
-    if path in RANGES and not isinstance(converted, str) and converted not in RANGES[path]:
-        shown = converted if isinstance(value, str) else value  # '-1e-3' was meant as a number
-        raise _fail(path, f"must be {RANGES[path]}, got {_show(shown)}")
-    return converted
-
-
-def _as_float(value: Any) -> float | None:
-    """A float from a float, an int (not a bool) or a numeric string like '1e-3'; else None."""
-    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-        return float(value)
-    if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)):
-        try:
-            return float(value)
-        except OverflowError:  # an int beyond the float range
-            return math.inf
-    return None
-
-
-def _build_section(cls: type, mapping: Any) -> _Section:
-    """A section from a mapping holding some of its keys; null means all defaults."""
-    if mapping is None:
-        mapping = {}
-    names = [item.name for item in fields(cls)]
-    if not isinstance(mapping, Mapping):
-        raise _fail(
-            cls._path, f"must be a mapping of keys ({', '.join(names)}), got {_show(mapping)}"
-        )
-    for key in mapping:
-        if key not in names:
-            raise _unknown_key(_join(cls._path, key), key, names)
-    return cls(**mapping)
-
-
-def _unknown_key(path: str, key: object, allowed: list[str], origin: str = "") -> ConfigError:
-    where = f" in {origin}" if origin else ""
-    hint = _did_you_mean(key, allowed)
-    return _fail(path, f"unknown key{where}{hint} (allowed: {', '.join(allowed)})")
-
-
-# ---------------------------------------------------------------------------------------
 # Rules that join several keys.
 
 
 def _check_name(name: str) -> None:
     """A run name is one safe folder under results/: no '/', no '..', no leading dot."""
     if len(name) > NAME_MAX_LENGTH or not NAME_PATTERN.fullmatch(name):
-        raise _fail(
+        raise fail(
             "name",
-            f"{_show(name)} is not a valid run name: use letters, digits and . _ = , + - "
+            f"{show(name)} is not a valid run name: use letters, digits and . _ = , + - "
             f"(first a letter or digit, at most {NAME_MAX_LENGTH} characters, no '/')",
         )
 
@@ -375,9 +265,9 @@ def _check_name(name: str) -> None:
 def _check_loss_for_task(loss: str, task: str) -> None:
     if loss == "bce" and task != "binary":
         suggestion = "mse" if task == "regression" else "cross_entropy or mse"
-        raise _fail("train.loss", f"'bce' needs data.task 'binary', got '{task}'; use {suggestion}")
+        raise fail("train.loss", f"'bce' needs data.task 'binary', got '{task}'; use {suggestion}")
     if loss == "cross_entropy" and task == "regression":
-        raise _fail(
+        raise fail(
             "train.loss",
             "'cross_entropy' needs data.task 'binary' or 'multiclass', got 'regression'; use mse",
         )
@@ -386,14 +276,14 @@ def _check_loss_for_task(loss: str, task: str) -> None:
 def _check_batch_size(config: Config) -> None:
     batch_size, n_train = config.train.batch_size, config.data.n_train
     if batch_size != "full" and batch_size > n_train:
-        raise _fail(
+        raise fail(
             "train.batch_size",
             f"must be <= data.n_train ({n_train}), got {batch_size}; "
             f"use 'full' for full-batch gradient descent",
         )
     if config.model.norm == "batch" and config.resolved_batch_size < 2:
         got = f"'full' = data.n_train = {n_train}" if batch_size == "full" else str(batch_size)
-        raise _fail(
+        raise fail(
             "train.batch_size",
             f"BatchNorm needs at least 2 samples per batch (model.norm is 'batch'), got {got}",
         )
@@ -413,7 +303,7 @@ def set_value(mapping: dict, key_path: str, value: Any) -> None:
             child = node[key] = {}
         elif not isinstance(child, dict):
             path = ".".join(parents[: depth + 1])
-            raise _fail(path, f"must be a mapping of keys, got {_show(child)}")
+            raise fail(path, f"must be a mapping of keys, got {show(child)}")
         node = child
     node[last] = value
 
@@ -423,12 +313,12 @@ def _check_key_path(key_path: str, origin: str) -> None:
     section: type = Config
     walked = ""
     for key in key_path.split("."):
-        if not _is_section(section):
-            raise _fail(key_path, f"unknown key in {origin}; {walked} is a value, not a section")
+        if not is_section(section):
+            raise fail(key_path, f"unknown key in {origin}; {walked} is a value, not a section")
         names = {item.name: item.type for item in fields(section)}
-        walked = _join(walked, key)
+        walked = join_path(walked, key)
         if key not in names:
-            raise _unknown_key(walked, key, list(names), origin)
+            raise unknown_key(walked, key, list(names), origin)
         section = names[key]
 
 
@@ -442,26 +332,6 @@ def apply_overrides(mapping: Mapping, overrides: Mapping[str, Any], origin: str 
         _check_key_path(key_path, origin)
         set_value(result, key_path, value)
     return result
-
-
-def parse_override(text: str, origin: str = "--set") -> tuple[str, Any]:
-    """'train.lr=1e-3' -> ('train.lr', '1e-3'): the value read as one YAML scalar.
-
-    ``origin`` names where the text came from in messages ("--set", "overrides").
-    """
-    key_path, equals, raw_value = text.partition("=")
-    key_path = key_path.strip()
-    if not equals or not key_path or "" in key_path.split("."):
-        example = "--set train.lr=0.01" if origin == "--set" else "'train.lr=0.01'"
-        raise ConfigError(f"{origin} {text!r}: expected key.path=value, e.g. {example}", key_path)
-    try:
-        value = yaml.safe_load(raw_value)
-    except yaml.YAMLError as error:
-        problem = " ".join(str(getattr(error, "problem", None) or error).split())
-        raise ConfigError(
-            f"{origin} {text!r}: the value is not valid YAML ({problem})", key_path
-        ) from None
-    return key_path, value
 
 
 # ---------------------------------------------------------------------------------------
@@ -481,7 +351,7 @@ def _build(
     if not isinstance(mapping, Mapping):
         raise ConfigError(
             f"{source}: the config must be a mapping of keys (e.g. 'train: {{lr: 0.1}}'), "
-            f"got {_show(mapping)}"
+            f"got {show(mapping)}"
         )
     _check_not_a_sweep_spec(mapping, source)
     _check_keys(mapping, Config, source)
@@ -491,7 +361,7 @@ def _build(
     values = apply_overrides(mapping, requested, origin=origin)
     if values.get("name") is None:
         values["name"] = default_name
-    return _build_section(Config, values)
+    return build_section(Config, values)
 
 
 def _check_keys(mapping: Mapping, section: type, source: str, prefix: str = "") -> None:
@@ -499,10 +369,10 @@ def _check_keys(mapping: Mapping, section: type, source: str, prefix: str = "") 
     naming ``source`` (the file, the dict) as where it came from."""
     types = {item.name: item.type for item in fields(section)}
     for key, value in mapping.items():
-        path = _join(prefix, key)
+        path = join_path(prefix, key)
         if key not in types:
-            raise _unknown_key(path, key, list(types), source)
-        if _is_section(types[key]) and isinstance(value, Mapping):
+            raise unknown_key(path, key, list(types), source)
+        if is_section(types[key]) and isinstance(value, Mapping):
             _check_keys(value, types[key], source, path)
 
 
@@ -562,82 +432,8 @@ def load_config(
     A missing or null ``name`` becomes the file's stem: configs/deep.yaml runs as "deep".
     """
     path = Path(path)
-    mapping = _read_yaml(path)
+    mapping = read_yaml_file(path, "config file")
     return _build(mapping, overrides, seed, str(path), path.stem, origin)
-
-
-def _read_yaml(path: Path) -> Any:
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory, not a config file")
-    return read_yaml_file(path, "config file")
-
-
-def read_yaml_file(path: Path, what: str) -> Any:
-    """``parse_yaml`` of a file; a missing, unreadable or non-UTF-8 file is a one-line
-    ConfigError that names it as ``what`` (e.g. "config file")."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such {what}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (not UTF-8)") from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read the file ({error.strerror})") from None
-    return parse_yaml(text, path)
-
-
-def parse_yaml(text: str, source: str | Path) -> Any:
-    """``yaml.safe_load(text)``, refusing a key given twice in one mapping (YAML would keep
-    the last one silently: two ``lr:`` lines are a mistake, not an override). Errors are
-    ConfigError messages on one line that name ``source`` and the line."""
-    try:
-        _check_unique_keys(yaml.compose(text, Loader=yaml.SafeLoader), source)
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as error:
-        raise ConfigError(_yaml_error_message(source, error)) from None
-    except yaml.YAMLError as error:
-        one_line = " ".join(str(error).split())
-        raise ConfigError(f"{source}: not valid YAML ({one_line})") from None
-
-
-def _check_unique_keys(root: yaml.Node | None, source: str | Path) -> None:
-    """ConfigError at the first key that appears twice in one mapping of the node tree
-    (``yaml.compose`` builds nodes only: no object is constructed)."""
-    stack = [(root, "")]
-    while stack:
-        node, prefix = stack.pop()
-        if isinstance(node, yaml.SequenceNode):
-            stack.extend((item, prefix) for item in node.value)
-        if not isinstance(node, yaml.MappingNode):
-            continue
-        first_lines: dict[tuple, int] = {}
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
-                line = key.start_mark.line + 1
-                key_path = f"{prefix}{key.value}"
-                if (key.tag, key.value) in first_lines:
-                    raise ConfigError(
-                        f"{source} line {line}: {key_path}: key given twice (first at line "
-                        f"{first_lines[key.tag, key.value]}); keep one of them",
-                        key_path,
-                    )
-                first_lines[key.tag, key.value] = line
-                stack.append((value, f"{key_path}."))
-            else:
-                stack.append((value, prefix))
-
-
-def _yaml_error_message(path: str | Path, error: yaml.MarkedYAMLError) -> str:
-    """'config.yaml line 3, column 7: <problem> (<context> at line 2)' on one line."""
-    mark = error.problem_mark or error.context_mark
-    where = f"{path} line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
-    problem = " ".join(str(error.problem or error.context or "invalid YAML").split())
-    if isinstance(error, yaml.constructor.ConstructorError):
-        return f"{where}: {problem}; gradlab reads plain YAML only (no !!python tags)"
-    if error.context and error.problem and error.context_mark:
-        context = " ".join(error.context.split())
-        problem += f" ({context} at line {error.context_mark.line + 1})"
-    return f"{where}: {problem}"
 
 
 def config_to_dict(config: Config) -> dict:

@@ -11,3 +11,10 @@ class ConfigError(GradlabError):
     def __init__(self, message: str, key_path: str = ""):
         super().__init__(message)
         self.key_path = key_path
+
+
+class EngineError(GradlabError, ValueError):
+    """A bad argument to the numerical engine (``gradlab.engine``): an unknown name, a shape
+    that does not fit. The one type the engine raises for them; as a GradlabError the CLI
+    prints it on one line, and as a ValueError it is what Python callers of a numpy library
+    expect to catch."""

@@ -33,6 +33,7 @@ from pathlib import Path
 from gradlab.analysis import differing_keys, factor_summary, flatten
 from gradlab.config import config_from_dict
 from gradlab.errors import GradlabError
+from gradlab.formatting import config_text, number_text
 from gradlab.results import find_runs, read_run, to_jsonable
 from gradlab.runner import theory_at_init
 
@@ -183,24 +184,9 @@ def _sort_key(flat: dict, keys: list[str]) -> tuple:
     return tuple(parts)
 
 
-def config_text(value) -> str:
-    """A config value as given: the shortest text that reads back the same, 4 for 4.0."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        text = repr(value)
-        return text[:-2] if text.endswith(".0") else text
-    return str(value)
-
-
 def _measured_text(value, digits: int = 4) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and math.isnan(value):
-        return "nan"
-    return format(value, f".{digits}g")
+    """A measured value in the table: ``digits`` significant digits, '' when missing."""
+    return number_text(value, f".{digits}g")
 
 
 def _labels(keys: list[str], all_keys) -> list[str]:
@@ -286,7 +272,7 @@ def _csv(keys: list[str], rows: list[dict]) -> str:
             elif column in keys:
                 cells.append(_csv_text(config_text(value)))
             elif isinstance(value, float):
-                cells.append(repr(value))  # full precision; nan/inf read back as floats
+                cells.append(number_text(value))  # exact; nan/inf read back as floats
             elif isinstance(value, list):  # the seeds of a point
                 cells.append(" ".join(_csv_text(config_text(item)) for item in value))
             else:

@@ -33,6 +33,7 @@ import numpy as np
 
 from gradlab.engine.model import STAT_NAMES
 from gradlab.errors import GradlabError
+from gradlab.formatting import number_text
 
 METRIC_COLUMNS = (
     "step",
@@ -49,6 +50,7 @@ METRIC_COLUMNS = (
 LAYER_COLUMNS = ("step", "layer", *STAT_NAMES)
 _STATS = LAYER_COLUMNS[2:]
 STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
+DONE_STATUSES = ("completed", "diverged")  # a finished run: a sweep does not run it again
 RUN_FILES = ("config.yaml", "meta.json", "metrics.csv", "layers.csv", "summary.json")
 
 
@@ -106,17 +108,9 @@ def to_jsonable(value):
 
 
 def atomic_write_json(path: Path, data) -> None:
+    """Write ``data`` as strict JSON (nan and inf as null) to ``path`` atomically."""
     text = json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n"
     atomic_write_text(path, text)
-
-
-def format_value(value) -> str:
-    """CSV cell: shortest round-trip repr for floats (deterministic), '' for missing."""
-    if value is None:
-        return ""
-    if isinstance(value, float | np.floating):
-        return repr(float(value))
-    return str(value)
 
 
 class CsvLog:
@@ -130,7 +124,7 @@ class CsvLog:
         self.flush()
 
     def append(self, values) -> None:
-        self._pending.write(",".join(format_value(v) for v in values) + "\n")
+        self._pending.write(",".join(number_text(v) for v in values) + "\n")
 
     def append_lines(self, lines) -> None:
         """Whole lines already formatted (without their newline)."""
@@ -170,7 +164,7 @@ def prepare_run_dir(path: Path, force: bool = False) -> Path:
                 f"output directory {path} already exists; use --force to overwrite it"
                 " or --out to choose another"
             )
-        if not _holds_only_a_run(path):
+        if not holds_only_run_files(path):
             raise GradlabError(
                 f"output directory {path} holds files that are not a gradlab run; --force "
                 "only replaces run directories: choose another --out"
@@ -201,17 +195,9 @@ def start_run(path: Path, config_yaml: str, meta: dict, force: bool = False) -> 
         prepare_run_dir(path, force)
         return RunWriter(path, config_yaml, meta)
     except OSError as error:
-        if not existed and path.is_dir() and _holds_only_a_run(path):
+        if not existed and path.is_dir() and holds_only_run_files(path):
             shutil.rmtree(path, ignore_errors=True)
         raise cannot_write(path, error, "run directory") from None
-
-
-def _holds_only_a_run(path: Path) -> bool:
-    """True if everything in ``path`` is a run's files, its plots or leftover temp files."""
-    return all(
-        entry.name in RUN_FILES or entry.name == "plots" or entry.name.startswith(".")
-        for entry in path.iterdir()
-    )
 
 
 class RunWriter:
@@ -233,7 +219,8 @@ class RunWriter:
         self.metrics.append(row.get(column) for column in METRIC_COLUMNS)
 
     def log_layers(self, step: int, stats: dict[str, np.ndarray]) -> None:
-        """One row per hidden layer; floats as their shortest round-trip repr (format_value)."""
+        """One row per hidden layer; floats as ``repr``, number_text's exact form, called directly:
+        this runs for every logged step."""
         columns = [np.asarray(stats[column], dtype=np.float64).tolist() for column in _STATS]
         self.layers.append_lines(
             f"{step},{layer},{','.join(map(repr, row))}"
@@ -267,6 +254,7 @@ class Run:
     meta: dict
     summary: dict | None
     problems: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # meta.json / config.yaml, unparsed
 
     @functools.cached_property
     def metrics(self) -> dict[str, np.ndarray]:
@@ -286,7 +274,7 @@ class Run:
 
     @property
     def complete(self) -> bool:
-        return self.status in ("completed", "diverged")
+        return self.status in DONE_STATUSES
 
     def layer_matrix(self, column: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values[n_steps, depth]) of a layers.csv column, one row per logged step."""
@@ -316,7 +304,7 @@ def read_csv_columns(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarr
         return {column: np.zeros(0) for column in columns}
     index = {name: i for i, name in enumerate(header)}
     table = _numeric_table(text.partition("\n")[2], len(header))
-    if table is not None:  # every row complete and numeric: numpy's C parser, ~3x faster
+    if table is not None:  # every row complete and numeric: numpy's C parser, the fast path
         rows = table.shape[0]
         return {
             c: table[:, index[c]].copy() if c in index else np.full(rows, math.nan) for c in columns
@@ -348,33 +336,57 @@ def is_run_dir(path: Path) -> bool:
     return (Path(path) / "meta.json").is_file() and (Path(path) / "config.yaml").is_file()
 
 
-def read_run(path) -> Run:
-    """Read a run directory; raises GradlabError when it is not one."""
+def holds_only_run_files(path: Path) -> bool:
+    """True if everything in the folder ``path`` is a run's files, its plots or leftover
+    temporary files: a run's folder (perhaps of a run killed before meta.json was written),
+    which ``--force`` and a sweep may replace."""
+    return all(
+        entry.name in RUN_FILES or entry.name == "plots" or entry.name.startswith(".")
+        for entry in Path(path).iterdir()
+    )
+
+
+def _parse_file(path: Path) -> tuple[object, str | None]:
+    """(the parsed JSON or YAML file, None), or (None, 'name unreadable: why')."""
     import yaml  # results is used by the CLI; yaml only to read the resolved config
 
+    try:
+        text = path.read_text(encoding="utf-8")
+        return (json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)), None
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        return None, f"{path.name} unreadable: {error}"
+
+
+def read_meta(path: Path) -> dict:
+    """A run's meta.json (status, times, step reached); {} when missing or unreadable."""
+    meta, problem = _parse_file(Path(path) / "meta.json")
+    return meta if problem is None and isinstance(meta, dict) else {}
+
+
+def read_run(path) -> Run:
+    """Read a run directory; raises GradlabError when it is not one. A file that cannot be
+    parsed is named in ``problems`` (and meta.json and config.yaml in ``unreadable``)."""
     path = Path(path)
     if not is_run_dir(path):
         raise GradlabError(f"{path} is not a gradlab run directory (no meta.json/config.yaml)")
-    problems = []
-    try:
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        meta, problems = {"status": "unknown"}, [f"meta.json unreadable: {error}"]
-    try:
-        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        config, problems = None, [*problems, f"config.yaml unreadable: {error}"]
-    if not isinstance(config, dict):
-        config = {}
+    problems, unreadable = [], []
+    meta, problem = _parse_file(path / "meta.json")
+    if problem is None and not isinstance(meta, dict):
+        problem = f"meta.json unreadable: a JSON object expected, got {type(meta).__name__}"
+    if problem is not None:
+        meta, problems, unreadable = {"status": "unknown"}, [problem], ["meta.json"]
+    config, problem = _parse_file(path / "config.yaml")
+    if problem is not None:
+        problems.append(problem)
+        unreadable.append("config.yaml")
     summary = None
     if (path / "summary.json").exists():
-        try:
-            summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            problems.append(f"summary.json unreadable: {error}")
+        summary, problem = _parse_file(path / "summary.json")
+        problems += [problem] if problem else []
     if meta.get("status") == "running":
         problems.append("incomplete: meta.json still says running (killed, or still going)")
-    return Run(path=path, config=config, meta=meta, summary=summary, problems=problems)
+    config = config if isinstance(config, dict) else {}
+    return Run(path, config, meta, summary, problems, unreadable)
 
 
 def find_runs(paths) -> list[Path]:

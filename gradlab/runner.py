@@ -19,7 +19,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from gradlab.engine.losses import accuracy
 from gradlab.engine.model import memory_footprint
 from gradlab.errors import GradlabError
 from gradlab.results import Run, RunWriter, read_run, start_run, versions
+from gradlab.signals import on_stop_signals
 
 DEFAULT_RESULTS_ROOT = Path("results")
 # how the non-"normal" schemes scale sigma_w for a square hidden layer (fan_in = fan_out)
@@ -52,23 +52,14 @@ class _Stop:
 def _stop_on_signals():
     """SIGINT/SIGTERM set a flag instead of raising; a second signal raises at once."""
     stop = _Stop()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
 
-    def handler(signal_number, frame):
+    def handler(signal_number):
         if stop.signal_number is not None:
             raise KeyboardInterrupt
         stop.signal_number = signal_number
 
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, handler)
-    try:
+    with on_stop_signals(handler):
         yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _now() -> str:

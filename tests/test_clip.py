@@ -24,6 +24,7 @@ from gradlab.engine import (
 )
 from gradlab.engine.clip import CLIP_MODES
 from gradlab.engine.norms import combine_norms
+from gradlab.errors import EngineError
 
 EPS = 1e-6  # PyTorch's guard in max_norm / (total + eps)
 RTOL = 1e-12
@@ -267,7 +268,7 @@ def test_mode_none_only_measures(grads_and_scale, threshold):
 
 
 def test_unknown_mode_is_an_error():
-    with pytest.raises(ValueError, match="clip mode 'bogus'"):
+    with pytest.raises(EngineError, match="clip mode 'bogus'"):
         clip_gradients([np.ones(3)], "bogus", 1.0)
 
 
@@ -350,5 +351,5 @@ def test_given_norms_are_used_and_checked(mode):
     assert given.norm == pytest.approx(computed.norm, rel=1e-14)
     for g, c in zip(grads, copies, strict=True):
         np.testing.assert_allclose(g, c, rtol=1e-14)
-    with pytest.raises(ValueError, match="1 norms given for 2 gradients"):
+    with pytest.raises(EngineError, match="1 norms given for 2 gradients"):
         clip_gradients(grads, mode, 0.5, norms[:1])

@@ -11,6 +11,7 @@ import pytest
 
 from gradlab.engine import SGD, Adam, make_optimizer
 from gradlab.engine.optim import OPTIMIZERS
+from gradlab.errors import EngineError
 
 RTOL = 1e-12
 STEPS = 5
@@ -240,7 +241,7 @@ def test_make_optimizer():
         1e-8,
         0.5,
     )
-    with pytest.raises(ValueError, match="optimizer 'rmsprop'"):
+    with pytest.raises(EngineError, match="optimizer 'rmsprop'"):
         make_optimizer("rmsprop", 0.1)
 
 

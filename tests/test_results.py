@@ -2,7 +2,9 @@
 
 import math
 import os
+import re
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,3 +166,39 @@ def test_atomic_writer_keeps_the_old_file_when_writing_fails(tmp_path):
     with results.atomic_writer(path, binary=True) as handle:
         handle.write(b"new")
     assert path.read_bytes() == b"new"
+
+
+def test_read_run_names_the_files_it_cannot_parse(tmp_path):
+    """A damaged run is read, not raised on: problems say which file, ``unreadable`` lists
+    meta.json / config.yaml (what a sweep re-runs), read_meta gives {}."""
+    (tmp_path / "meta.json").write_text("[1, 2]")  # JSON, but not an object
+    (tmp_path / "config.yaml").write_text("model: [unclosed")
+    (tmp_path / "summary.json").write_text('{"name": ')
+    run = read_run(tmp_path)
+    assert run.unreadable == ["meta.json", "config.yaml"]
+    assert [problem.split(":")[0] for problem in run.problems] == [
+        "meta.json unreadable",
+        "config.yaml unreadable",
+        "summary.json unreadable",
+    ]
+    assert (run.status, run.config, run.summary) == ("unknown", {}, None)
+    assert results.read_meta(tmp_path) == {}
+    (tmp_path / "meta.json").write_text('{"status": "completed"}')
+    (tmp_path / "config.yaml").write_text("name: x\n")
+    assert read_run(tmp_path).unreadable == []
+    assert results.read_meta(tmp_path) == {"status": "completed"}
+    assert results.read_meta(tmp_path / "missing") == {}
+
+
+def test_only_results_names_the_files_of_a_run_directory():
+    """One owner per file format: no other module builds the path of a run's files (it asks
+    results.read_run / read_meta / RunWriter instead)."""
+    package = Path(results.__file__).parent
+    names = "|".join(re.escape(name) for name in RUN_FILES)
+    pattern = re.compile(rf'/ "({names})"')  # e.g. path / "meta.json"
+    offenders = [
+        str(path.relative_to(package))
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "results.py" and pattern.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []

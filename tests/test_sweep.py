@@ -353,6 +353,21 @@ def test_changed_spec_reusing_a_directory_is_an_error(write_spec, in_tmp):
     assert invoke("sweep", write_spec(spec(seeds=[0, 1, 2]))).exit_code == 0
 
 
+def test_a_point_whose_run_files_are_damaged_is_planned_as_a_rerun(write_spec, in_tmp):
+    """The plan reads each folder through results.read_run: a meta.json or config.yaml it
+    cannot parse, or a folder of run files without them (killed while starting), re-runs."""
+    path = write_spec(spec(seeds=[0, 1, 2, 3]))
+    assert invoke("sweep", path).exit_code == 0
+    root = in_tmp / "results" / "t"
+    (root / "seed=0" / "meta.json").write_text('{"status": "compl')
+    (root / "seed=1" / "config.yaml").write_text("model: {depth: [")
+    (root / "seed=2" / "meta.json").unlink()
+    (root / "seed=2" / "config.yaml").unlink()
+    plan = sweep.plan_sweep(sweep.load_sweep(path))
+    assert [planned.state for planned in plan.points] == ["incomplete"] * 3 + ["done"]
+    assert plan.points[3].previous == "completed"
+
+
 INJECT_FAILURE = """
     # sitecustomize: every worker imports this first. A network of width 9 crashes in the
     # runner like a bug would: after the run directory exists, so meta.json says failed.
@@ -482,7 +497,7 @@ def test_a_sweep_folder_whose_sweep_json_cannot_be_written_is_removed(
     def refuse(path, data):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sweep, "atomic_write_json", refuse)
+    monkeypatch.setattr(sweep.execute, "atomic_write_json", refuse)  # run_sweep writes it
     result = invoke("sweep", write_spec(spec(seeds=[0])), "--out", in_tmp / "new")
     assert result.exit_code == 2
     assert "cannot write the sweep folder" in result.output

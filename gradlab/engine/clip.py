@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gradlab.engine.norms import combine_norms, l2_norm
+from gradlab.errors import EngineError
 
 CLIP_MODES = ("none", "norm", "layer_norm", "value")
 _EPS = 1e-6  # PyTorch's guard in max_norm / (total + eps)
@@ -60,7 +61,7 @@ def _tensor_norms(grads: Sequence[np.ndarray], norms: Sequence[float] | None) ->
     if norms is None:
         return [l2_norm(g) for g in grads]
     if len(norms) != len(grads):
-        raise ValueError(f"{len(norms)} norms given for {len(grads)} gradients")
+        raise EngineError(f"{len(norms)} norms given for {len(grads)} gradients")
     return [float(n) for n in norms]
 
 
@@ -144,4 +145,4 @@ def clip_gradients(
         return clip_by_layer_norm(grads, threshold, norms)
     if mode == "value":
         return clip_by_value(grads, threshold, norms)
-    raise ValueError(f"clip mode {mode!r} is not one of {', '.join(CLIP_MODES)}")
+    raise EngineError(f"clip mode {mode!r} is not one of {', '.join(CLIP_MODES)}")

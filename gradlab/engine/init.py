@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from gradlab.errors import GradlabError
+from gradlab.errors import EngineError
 
 
 def normal(rng, fan_in, fan_out, weight_scale):
@@ -62,7 +62,7 @@ WEIGHT_INITS = {
 def init_weight(scheme, rng, fan_in, fan_out, weight_scale=1.0):
     """A float64 weight matrix (fan_in, fan_out) drawn with ``scheme``."""
     if scheme not in WEIGHT_INITS:
-        raise GradlabError(f"init scheme: {scheme!r} is not one of {', '.join(WEIGHT_INITS)}")
+        raise EngineError(f"init scheme: {scheme!r} is not one of {', '.join(WEIGHT_INITS)}")
     return WEIGHT_INITS[scheme](rng, fan_in, fan_out, weight_scale)
 
 

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from gradlab.errors import GradlabError
+from gradlab.errors import EngineError
 
 
 def mse(predictions, targets):
@@ -57,7 +57,7 @@ LOSSES = {"mse": mse, "bce": bce_with_logits, "cross_entropy": cross_entropy}
 def get_loss(name):
     """The loss function called ``name``: one of ``LOSSES``."""
     if name not in LOSSES:
-        raise GradlabError(f"loss: {name!r} is not one of {', '.join(LOSSES)}")
+        raise EngineError(f"loss: {name!r} is not one of {', '.join(LOSSES)}")
     return LOSSES[name]
 
 

@@ -24,7 +24,7 @@ from gradlab.engine.layers import (
     make_activation,
 )
 from gradlab.engine.norms import l2_norm
-from gradlab.errors import GradlabError
+from gradlab.errors import EngineError
 
 NORMS = ("none", "batch", "layer")
 STAT_NAMES = (
@@ -81,15 +81,15 @@ class MLP:
         ln_eps: float = 1e-5,
     ):
         if depth < 1 or width < 1 or input_dim < 1 or output_dim < 1:
-            raise GradlabError(
+            raise EngineError(
                 f"MLP needs depth, width, input_dim and output_dim >= 1, got "
                 f"{depth}, {width}, {input_dim}, {output_dim}"
             )
         if norm not in NORMS:
-            raise GradlabError(f"norm: {norm!r} is not one of {', '.join(NORMS)}")
+            raise EngineError(f"norm: {norm!r} is not one of {', '.join(NORMS)}")
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float64, np.float32):
-            raise GradlabError(f"dtype: {dtype!r} is not one of float64, float32")
+            raise EngineError(f"dtype: {dtype!r} is not one of float64, float32")
         rng = np.random.default_rng() if rng is None else rng
         self.depth, self.width = depth, width
         self.input_dim, self.output_dim = input_dim, output_dim
@@ -182,7 +182,7 @@ class MLP:
         """
         x = np.asarray(x, dtype=self.dtype)  # B, input_dim
         if x.ndim != 2 or x.shape[1] != self.input_dim:
-            raise GradlabError(f"MLP input must be (batch, {self.input_dim}), got {x.shape}")
+            raise EngineError(f"MLP input must be (batch, {self.input_dim}), got {x.shape}")
         self._forward_record = None
         if not record:
             for layer in self.layers:
@@ -273,11 +273,11 @@ class MLP:
         """Copy arrays into the named parameters (shapes must match; unknown names are errors)."""
         for name, value in values.items():
             if name not in self.params:
-                raise GradlabError(f"unknown parameter {name!r}")
+                raise EngineError(f"unknown parameter {name!r}")
             target = self.params[name]
             value = np.asarray(value)
             if value.shape != target.shape:
-                raise GradlabError(f"{name}: shape {value.shape} does not match {target.shape}")
+                raise EngineError(f"{name}: shape {value.shape} does not match {target.shape}")
             target[...] = value
 
     def layer_stats(self, updates: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:

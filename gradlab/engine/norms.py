@@ -49,8 +49,8 @@ def _float64_sum_of_squares(flat: np.ndarray) -> float:
     The array is cast (exactly, for float32) into a reused per-thread buffer, not a fresh
     float64 copy (whose page faults cost more than the products), and its squares are summed
     as rows of ``_ROW`` entries with ``np.vecdot``. Rows that short keep BLAS on this thread:
-    with 2 BLAS threads, one dot over the whole buffer just written took 3x as long in some
-    processes (the 50 gradients of a 512-wide float32 network: 11 ms instead of 3.8 ms).
+    with 2 BLAS threads, one dot over the whole buffer just written was several times slower
+    (the measurement is in benchmarks/README.md).
     """
     buffer = getattr(_local, "buffer", None)
     if buffer is None or buffer.size < min(flat.size, _CHUNK):

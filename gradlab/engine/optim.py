@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gradlab.errors import EngineError
+
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 
 
@@ -234,4 +236,4 @@ def make_optimizer(name: str, lr: float, momentum: float = 0.9, weight_decay: fl
         return SGD(lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
     if name == "adam":
         return Adam(lr, weight_decay=weight_decay)
-    raise ValueError(f"optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
+    raise EngineError(f"optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")

@@ -18,6 +18,7 @@ from matplotlib.ticker import FixedLocator, LogFormatterSciNotation, MaxNLocator
 from gradlab import analysis
 from gradlab.config import config_from_dict
 from gradlab.errors import GradlabError
+from gradlab.formatting import number_text
 from gradlab.results import Run
 from gradlab.runner import theory_at_init
 
@@ -151,9 +152,8 @@ def setting(run: Run, dotted: str, default=None):
 
 
 def fmt(value, spec: str = ".3g") -> str:
-    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
-        return "n/a"
-    return format(value, spec)
+    """A number in a title or legend, rounded; n/a when the run has none."""
+    return number_text(value, spec, missing="n/a")
 
 
 def title(run: Run) -> str:

@@ -86,8 +86,9 @@ def _labels(groups: list[list[dict]], keys: list[str], folders: list) -> list[st
 
 
 def _value(value) -> str:
+    """A config value in a legend: floats to 6 significant digits, so legends stay short."""
     if isinstance(value, float):
-        return format(value, "g")
+        return fmt(value, "g")
     return "-" if value is None else str(value)
 
 

@@ -108,8 +108,8 @@ def phase_diagram(runs: Sequence[Run], keys: tuple[str, str], what: str) -> Figu
         plain_log_labels(bar.ax.yaxis)
     if grid.size <= MAX_ANNOTATED_CELLS:
         _annotate(ax, image, grid)
-    ax.set_xticks(range(len(x_values)), [f"{value:g}" for value in x_values])
-    ax.set_yticks(range(len(y_values)), [f"{value:g}" for value in y_values])
+    ax.set_xticks(range(len(x_values)), [fmt(value, "g") for value in x_values])
+    ax.set_yticks(range(len(y_values)), [fmt(value, "g") for value in y_values])
     ax.set_xlabel(key_label(keys[0]))
     ax.set_ylabel(key_label(keys[1]))
     seeds = len({analysis.flatten(run.config).get("seed") for run in runs})

@@ -144,7 +144,7 @@ def _draw_training(ax, steps, deltas) -> None:
     for colour, row in zip(colours, rows, strict=True):
         values = positive(deltas[row])
         if np.any(np.isfinite(values)):
-            label = f"step {steps[row]:.0f}"
+            label = f"step {fmt(steps[row], '.0f')}"
             ax.plot(layers, values, color=colour, label=label, **markers(layers.size))
     if not log_y(ax, [deltas[rows]]):
         no_data(ax, "no finite nonzero gradient norms logged")
@@ -238,7 +238,7 @@ def layer_heatmap(run: Run, column: str) -> Figure:
         plain_log_labels(bar.ax.yaxis)
     layer_ticks(ax.yaxis, depth)
     if steps.size <= 12:
-        ax.set_xticks(steps, [f"{step:.0f}" for step in steps])
+        ax.set_xticks(steps, [fmt(step, ".0f") for step in steps])
     else:
         integer_ticks(ax.xaxis)
     return figure
@@ -329,7 +329,9 @@ def clipping(run: Run) -> Figure:
     styles = {"after clipping": {"linestyle": "--"}}
     drawn = plot_series(ax, metrics["step"], curves, styles)
     if mode == "norm" and isinstance(threshold, int | float) and drawn:
-        ax.axhline(threshold, color="tab:red", linestyle=":", label=f"threshold {threshold:g}")
+        ax.axhline(
+            threshold, color="tab:red", linestyle=":", label=f"threshold {fmt(threshold, 'g')}"
+        )
     ax.set_ylabel("global gradient norm (L2)")
     if mode == "none":
         detail = "clipping off"
