@@ -46,8 +46,9 @@ def _train_step(model, batch=16):
 
 
 def _held_arrays(model):
-    """Every array the layers allocated for themselves (their reusable buffers)."""
-    return [array for layer in model.layers for array in layer._scratch.values()]
+    """Every array the layers allocated (their reusable buffers, and the shared dL/dx)."""
+    arrays = [array for layer in model.layers for array in layer._scratch.values()]
+    return arrays + list(model._input_grads.values())
 
 
 def _held_bytes(model):
@@ -144,6 +145,40 @@ def test_footprint_counts_the_arrays_training_keeps(activation, norm, dtype):
     assert 0 < statistics <= footprint["statistics"]
     parameters = sum(value.nbytes for value in model.params.values())
     assert footprint["parameters"] == 2 * parameters  # values and gradients
+
+
+def _own_input_grads(model):
+    for layer in model.layers:
+        if hasattr(layer, "workspace"):
+            layer.workspace = None
+    return model
+
+
+@pytest.mark.parametrize(
+    ("activation", "norm"),
+    [("sigmoid", "none"), ("relu", "batch"), ("linear", "layer"), ("linear", "none")],
+)
+def test_shared_input_gradients_change_no_result(activation, norm):
+    shared = _model(activation=activation, norm=norm)
+    own = _own_input_grads(_model(activation=activation, norm=norm))
+    x = _inputs(16, seed=3)
+    results = []
+    for model in (shared, own):
+        outputs = model.forward(x, train=True)
+        input_grad = model.backward(outputs - 1.0, input_grad=True, record=True)
+        results.append((input_grad, model.deltas(), model.grads, model.layer_stats()))
+    (input_grad, deltas, grads, stats), (input_grad_own, deltas_own, grads_own, stats_own) = results
+    np.testing.assert_array_equal(input_grad, input_grad_own)
+    for delta, delta_own in zip(deltas, deltas_own, strict=True):
+        np.testing.assert_array_equal(delta, delta_own)
+    for name in grads:
+        np.testing.assert_array_equal(grads[name], grads_own[name])
+    for name in stats:
+        np.testing.assert_array_equal(stats[name], stats_own[name])
+    # one (16, 9) dL/dx array (and layer 1's (16, 6)) serves every Linear, unless the
+    # activation passes dL/dx on unchanged
+    expected = {} if (activation, norm) == ("linear", "none") else {(16, 9), (16, 6)}
+    assert set(shared._input_grads) == set(expected)
 
 
 _MEASURE = r"""

@@ -69,16 +69,19 @@ class Linear(Layer):
     Shapes: x (B, fan_in), W (fan_in, fan_out), b (fan_out,), h (B, fan_out). Backward gives
     dL/dW = x^T g, dL/db = sum_batch g and dL/dx = g W^T, where g = dL/dh is kept as
     ``delta`` (the per-layer quantity whose norm gradlab tracks). With ``needs_input_grad``
-    False (the first layer) dL/dx is not computed and backward returns None.
+    False (the first layer) dL/dx is not computed and backward returns None. With a
+    ``workspace`` dict, dL/dx goes into an array shared with every Linear given the same dict
+    (valid until any of them runs backward again), else into the layer's own.
     """
 
-    train_arrays = 2  # h (for ``output`` and ``locate_nonfinite``) and dL/dx (reused)
+    train_arrays = 1  # h (for ``output`` and ``locate_nonfinite``); dL/dx: see workspace
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, dtype=np.float64):
         super().__init__(dtype)
         self._add_param("weight", weight)
         self._add_param("bias", bias)
         self.needs_input_grad = True
+        self.workspace: dict[tuple, np.ndarray] | None = None  # shared dL/dx arrays, by shape
         self.delta: np.ndarray | None = None
         self._input: np.ndarray | None = None
         # the buffers of the last batch size, so the hot path needs no dict lookup
@@ -92,6 +95,15 @@ class Linear(Layer):
             ones = self._ones_vector = self._buffer("ones", (batch,))
             ones.fill(1.0)
         return ones
+
+    def _input_grad_buffer(self, shape):
+        """The array for dL/dx: the layer's own, or the one shared through ``workspace``."""
+        if self.workspace is None:
+            return self._buffer("grad_in", shape)
+        array = self.workspace.get(shape)
+        if array is None:
+            array = self.workspace[shape] = np.empty(shape, dtype=self.dtype)
+        return array
 
     @property
     def fan_in(self) -> int:
@@ -137,7 +149,7 @@ class Linear(Layer):
             return None
         grad_in = self._grad_in
         if grad_in is None or grad_in.shape != x.shape:
-            grad_in = self._grad_in = self._buffer("grad_in", x.shape)
+            grad_in = self._grad_in = self._input_grad_buffer(x.shape)
         if grad_out.dtype == self.dtype:
             np.dot(grad_out, weight.T, out=grad_in)
         else:

@@ -114,6 +114,10 @@ class MLP:
             fan_in = width
         self.output = linear(width, output_dim)
         self.blocks[0].linear.needs_input_grad = False
+        self._input_grads: dict[tuple, np.ndarray] = {}  # dL/dx of the Linear layers
+        if _shares_input_grads(activation, norm):
+            for layer in [block.linear for block in self.blocks] + [self.output]:
+                layer.workspace = self._input_grads
         self._block_layers = [tuple(block.layers) for block in self.blocks]
         self.layers = [layer for layers in self._block_layers for layer in layers] + [self.output]
 
@@ -415,16 +419,19 @@ def memory_footprint(
     parameters: ``parameter_copies`` arrays of every parameter (2: values and gradients; an
     optimizer adds its state). activations: the (batch, features) arrays a training step
     with per-layer statistics leaves in the layers (each layer's ``train_arrays`` and
-    ``train_masks``); statistics: the model's two float64 (batch * width) scratch arrays for
-    them; predict: ``predict``'s two (eval_batch, width) arrays and its output.
+    ``train_masks``, and the Linear layers' dL/dx, one array shared by all where it can
+    be); statistics: the model's two float64 (batch * width) scratch arrays for them;
+    predict: ``predict``'s two (eval_batch, width) arrays and its output.
     """
     itemsize = np.dtype(dtype).itemsize
     norm_class = {"none": None, "batch": BatchNorm, "layer": LayerNorm}[norm]
     activation_class = ACTIVATIONS[activation]
+    shared = _shares_input_grads(activation, norm)
     per_sample = (width + output_dim) * itemsize  # the output layer: dL/dx and h
     for index in range(1, depth + 1):
-        linear_arrays = 1 if index == 1 else 2  # h; dL/dx from layer 2 on
-        per_sample += linear_arrays * width * itemsize
+        per_sample += Linear.train_arrays * width * itemsize
+        if index > 1 and not shared:  # dL/dx of layer 1 is not computed
+            per_sample += width * itemsize
         if norm_class is not None:
             per_sample += norm_class.train_arrays * width * itemsize
         per_sample += activation_class.train_arrays * width * itemsize
@@ -439,6 +446,13 @@ def memory_footprint(
         "statistics": batch * 2 * width * 8,  # ``_mean_std``'s ones and centred values
         "predict": eval_batch * (2 * width + output_dim) * itemsize,
     }
+
+
+def _shares_input_grads(activation: str, norm: str) -> bool:
+    """Whether all Linear layers can write dL/dx into one array: each is read once, by the
+    layer below, which writes its result elsewhere; not so for an identity activation with
+    no norm, which passes it on to the next Linear as is."""
+    return activation != "linear" or norm != "none"
 
 
 def _record_norms(norms: dict, names: dict, layer) -> None:
