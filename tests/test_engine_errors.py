@@ -19,6 +19,7 @@ BAD_CALLS = {
     "dtype": lambda: MLP(3, 1, depth=2, width=4, dtype="float16"),
     "depth": lambda: MLP(3, 1, depth=0, width=4),
     "input shape": lambda: MLP(3, 1, depth=2, width=4).forward(np.ones((2, 5))),
+    "input shape (predict)": lambda: MLP(3, 1, depth=2, width=4).predict(np.ones((2, 5))),
 }
 
 

@@ -175,6 +175,13 @@ class MLP:
         for key, value in getattr(layer, "buffers", {}).items():
             self.buffers[f"{prefix}.{key}"] = value
 
+    def _as_input(self, x) -> np.ndarray:
+        """``x`` as a (batch, input_dim) array in the model's dtype, or an EngineError."""
+        x = np.asarray(x, dtype=self.dtype)
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise EngineError(f"MLP input must be (batch, {self.input_dim}), got {x.shape}")
+        return x
+
     def forward(self, x: np.ndarray, train: bool = True, record: bool = False) -> np.ndarray:
         """Outputs (B, output_dim) for inputs (B, input_dim); caches what backward needs.
 
@@ -184,9 +191,7 @@ class MLP:
         kept for ``layer_stats`` (a forward without ``record`` drops them).
         Returns a fresh array (the layers' own buffers are reused by the next call).
         """
-        x = np.asarray(x, dtype=self.dtype)  # B, input_dim
-        if x.ndim != 2 or x.shape[1] != self.input_dim:
-            raise EngineError(f"MLP input must be (batch, {self.input_dim}), got {x.shape}")
+        x = self._as_input(x)  # B, input_dim
         self._forward_record = None
         if not record:
             for layer in self.layers:
@@ -207,9 +212,7 @@ class MLP:
         memory independent of depth: the hidden layers alternate between two (B, width)
         arrays and no layer keeps anything (``forward`` leaves caches for backward in every
         layer). Nothing the last ``forward``/``backward`` left is changed."""
-        x = np.asarray(x, dtype=self.dtype)  # B, input_dim
-        if x.ndim != 2 or x.shape[1] != self.input_dim:
-            raise GradlabError(f"MLP input must be (batch, {self.input_dim}), got {x.shape}")
+        x = self._as_input(x)  # B, input_dim
         out, spare = np.empty((2, x.shape[0], self.width), dtype=self.dtype)  # B, width each
         for layers in self._block_layers:
             linear, *elementwise = layers
