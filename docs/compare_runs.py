@@ -3,11 +3,12 @@
 Usage: python docs/compare_runs.py FOLDER FOLDER [FOLDER ...]
 
 Each FOLDER holds the same runs (e.g. `docs/make_figures.sh --runs-only --out FOLDER` under
-different OPENBLAS_CORETYPE); every run found under the first folder is compared with the
-run at the same relative path in the others. Prints a Markdown table, one row per run:
-the largest relative difference of the step-0 rows of metrics.csv and layers.csv (the
-network at initialization), of the last logged rows, and the range of M at init, M at the
-end and the final test loss over the folders. "identical" means bit-identical.
+different OPENBLAS_CORETYPE); a run is compared across the folders that hold it at the same
+relative path. Prints a Markdown table, one row per run: how many folders hold it, the
+largest relative difference of the step-0 rows of metrics.csv and layers.csv (the network at
+initialization; with the column and the size of the value there), of the last logged rows,
+and M at init, M at the end and the final test loss over the folders: one value when they
+are bit-identical, else the range and its relative width.
 """
 
 import csv
@@ -104,16 +105,19 @@ def summary_values(run: Path) -> tuple:
 
 
 def compare(folders: list[Path]) -> list[str]:
-    """The Markdown table's lines."""
+    """The Markdown table's lines: a row per run found in at least two of the folders."""
     lines = [
-        "| run | step 0 rows | last step rows | status | M at init | M at the end | test loss |",
-        "|---|---|---|---|---|---|---|",
+        "| run | folders | step 0 rows | last step rows | status | M at init | M at the end "
+        "| test loss |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for meta in sorted(folders[0].rglob("meta.json")):
-        relative = meta.parent.relative_to(folders[0])
+    relatives = {
+        meta.parent.relative_to(folder) for folder in folders for meta in folder.rglob("meta.json")
+    }
+    for relative in sorted(relatives):
         runs = [folder / relative for folder in folders]
-        if not all((run / "summary.json").is_file() for run in runs):
-            lines.append(f"| {relative} | missing in some folders |||||")
+        runs = [run for run in runs if (run / "summary.json").is_file()]
+        if len(runs) < 2:
             continue
         differences = [row_differences(runs, name) for name in ("metrics.csv", "layers.csv")]
         at_init = max((pair[0] for pair in differences), key=lambda item: item.relative)
@@ -124,6 +128,7 @@ def compare(folders: list[Path]) -> list[str]:
         status_text = status[0] if len(set(status)) == 1 else " / ".join(status)
         cells = [
             str(relative),
+            str(len(runs)),
             str(at_init),
             str(at_end),
             status_text,

@@ -143,9 +143,9 @@ def test_compare_runs_finds_identical_runs_identical_and_measures_a_perturbation
     for folder in ("a", "b"):
         gradlab.run(config, out=tmp_path / folder / "small")
     header, _, row = compare.compare([tmp_path / "a", tmp_path / "b"])
-    assert header.startswith("| run | step 0 rows | last step rows |")
+    assert header.startswith("| run | folders | step 0 rows | last step rows |")
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    assert cells[:4] == ["small", "identical", "identical", "completed"]
+    assert cells[:5] == ["small", "2", "identical", "identical", "completed"]
     # one value of the last step, changed in its 4th significant digit
     layers = tmp_path / "b" / "small" / "layers.csv"
     lines = layers.read_text().splitlines()
@@ -156,8 +156,13 @@ def test_compare_runs_finds_identical_runs_identical_and_measures_a_perturbation
         cell.strip()
         for cell in compare.compare([tmp_path / "a", tmp_path / "b"])[2][1:-1].split("|")
     ]
-    assert cells[1] == "identical"
-    assert cells[2].startswith("1e-04 (weight_grad_norm ~")
+    assert cells[2] == "identical"
+    assert cells[3].startswith("1e-04 (weight_grad_norm ~")
+    # a run only one folder holds is left out; one that two of three hold is compared
+    gradlab.run(config, out=tmp_path / "a" / "only_here")
+    (tmp_path / "c").mkdir()
+    rows = compare.compare([tmp_path / "a", tmp_path / "b", tmp_path / "c"])[2:]
+    assert [row.split("|")[1:3] for row in rows] == [[" small ", " 2 "]]
 
 
 def test_spread_shows_equal_values_in_full_and_different_ones_as_a_range():
