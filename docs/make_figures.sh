@@ -2,15 +2,39 @@
 # Regenerate docs/figures/ -- every figure and number in docs/tutorial.md -- from configs/.
 # Usage: docs/make_figures.sh        (about 3 minutes on 2 cores; `make figures` does the same)
 # Runs go to results/tutorial/ (git-ignored); the printed reports to results/tutorial/*.txt.
+# At the end it writes the versions and the BLAS kernel the runs used into docs/tutorial.md
+# (between the "make_figures: environment" markers).
+#   docs/make_figures.sh --runs-only --out DIR   only the runs and reports, into DIR: no
+#                                                figures, docs/ untouched (to compare kernels)
 set -euo pipefail
+OUT=results/tutorial
+RUNS_ONLY=0
+OUT_GIVEN=0
+while (($#)); do
+    case $1 in
+        --runs-only) RUNS_ONLY=1 ;;
+        --out) OUT=${2:?--out needs a folder} OUT_GIVEN=1; shift ;;
+        *) echo "usage: docs/make_figures.sh [--runs-only] [--out DIR]" >&2; exit 2 ;;
+    esac
+    shift
+done
 # one BLAS thread per process: these networks are small, and threads fight when the machine is busy
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
+[[ $OUT = /* ]] || OUT=$PWD/$OUT
 cd "$(dirname "$0")/.."
-if [[ -x .venv/bin/gradlab ]]; then GRADLAB=.venv/bin/gradlab; else GRADLAB=gradlab; fi
-OUT=results/tutorial
+if [[ -x .venv/bin/gradlab ]]; then BIN=.venv/bin/; else BIN=; fi
+GRADLAB=${BIN}gradlab
+PYTHON=${BIN}python
+[[ -n $BIN ]] || PYTHON=python3
 FIG=docs/figures
+if ((OUT_GIVEN)) && [[ -e $OUT && ! -e $OUT/.make_figures && -n $(ls -A "$OUT" 2>/dev/null) ]]; then
+    echo "make_figures.sh: $OUT exists and is not this script's output; not overwriting it" >&2
+    exit 2
+fi
 rm -rf "$OUT"  # this script's own output: start clean (a sweep would resume otherwise)
-mkdir -p "$OUT" "$FIG"
+mkdir -p "$OUT"
+touch "$OUT/.make_figures"
+((RUNS_ONLY)) || mkdir -p "$FIG"
 
 run() {  # run CONFIG FOLDER [--set ...]: one experiment, its report kept next to it
     local config=$1 folder=$2
@@ -19,7 +43,10 @@ run() {  # run CONFIG FOLDER [--set ...]: one experiment, its report kept next t
         | tee "$OUT/${folder//\//_}.txt"
 }
 figure() {  # figure SOURCE.png NAME: copy one figure into docs/figures/
-    cp "$OUT/$1" "$FIG/$2.png"
+    ((RUNS_ONLY)) || cp "$OUT/$1" "$FIG/$2.png"
+}
+plot() {  # plot FOLDER: draw the figures of a run folder (not with --runs-only)
+    ((RUNS_ONLY)) || $GRADLAB plot "$OUT/$1" > /dev/null
 }
 
 # 1. vanishing, exploding, critical: the per-layer factor M against theory
@@ -28,7 +55,7 @@ run critical flow/critical
 run exploding flow/exploding
 $GRADLAB theory --activation sigmoid --weight-scale 4 | tee "$OUT/theory_4.txt"
 $GRADLAB theory --activation sigmoid --weight-scale 14 | tee "$OUT/theory_14.txt"
-$GRADLAB plot "$OUT/flow" > /dev/null
+plot flow
 figure flow/vanishing/plots/gradient_by_layer.png vanishing_gradient_by_layer
 figure flow/vanishing/plots/gradient_heatmap.png vanishing_heatmap
 figure flow/exploding/plots/gradient_by_layer.png exploding_gradient_by_layer
@@ -40,7 +67,7 @@ figure flow/plots/compare_gradient_by_layer.png flow_compare
 run exploding clipping/none
 run clip_norm clipping/norm
 run clip_value clipping/value
-$GRADLAB plot "$OUT/clipping" > /dev/null
+plot clipping
 figure clipping/norm/plots/clipping.png clip_norm_clipping
 figure clipping/value/plots/clipping.png clip_value_clipping
 figure clipping/plots/compare_loss.png clipping_loss
@@ -48,7 +75,7 @@ figure clipping/plots/compare_loss.png clipping_loss
 # 3. input normalization
 run input_raw input/raw
 run input_norm input/normalized
-$GRADLAB plot "$OUT/input" > /dev/null
+plot input
 figure input/plots/compare_loss.png input_loss
 figure input/raw/plots/saturation.png input_raw_saturation
 
@@ -56,7 +83,7 @@ figure input/raw/plots/saturation.png input_raw_saturation
 run vanishing normalization/none
 run batchnorm normalization/batch
 run layernorm normalization/layer
-$GRADLAB plot "$OUT/normalization" > /dev/null
+plot normalization
 figure normalization/plots/compare_gradient_by_layer.png normalization_gradient_by_layer
 figure normalization/plots/compare_loss.png normalization_loss
 figure normalization/batch/plots/loss.png batchnorm_loss
@@ -64,14 +91,20 @@ figure normalization/batch/plots/loss.png batchnorm_loss
 # 5. full-batch gradient descent against minibatch SGD
 $GRADLAB sweep configs/sweeps/gd_vs_sgd.yaml --out "$OUT/gd_vs_sgd" --quiet | tee "$OUT/gd_vs_sgd.txt"
 $GRADLAB summary "$OUT/gd_vs_sgd" | tee "$OUT/gd_vs_sgd_summary.txt"
-$GRADLAB plot "$OUT/gd_vs_sgd" > /dev/null
+plot gd_vs_sgd
 figure gd_vs_sgd/plots/compare_loss.png gd_vs_sgd_loss
 
 # 6. the phase diagram: weight scale x depth
 $GRADLAB sweep configs/sweeps/phase_diagram.yaml --out "$OUT/phase_diagram" --quiet \
     | tee "$OUT/phase_diagram.txt"
 $GRADLAB summary "$OUT/phase_diagram" | tee "$OUT/phase_diagram_summary.txt"
-$GRADLAB plot "$OUT/phase_diagram" > /dev/null
+plot phase_diagram
 figure phase_diagram/plots/phase_factor.png phase_diagram
 
+if ((RUNS_ONLY)); then
+    echo "reports in $OUT/"
+    exit 0
+fi
+# 7. what the numbers were computed with, into the tutorial (from the runs' meta.json)
+$PYTHON docs/record_environment.py docs/tutorial.md "$OUT"
 echo "figures in $FIG/, reports in $OUT/"

@@ -145,11 +145,13 @@ class CsvLog:
 
 def versions() -> dict:
     from gradlab import __version__
+    from gradlab.blas import blas_runtime
 
     return {
         "gradlab": __version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
+        "blas": blas_runtime(),  # trained values depend on the kernel in their last bits
     }
 
 
