@@ -13,7 +13,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+from gradlab import vocabulary
+
+OPTIMIZERS = vocabulary.OPTIMIZERS  # each built in ``make_optimizer``
 
 
 class Optimizer:
