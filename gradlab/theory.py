@@ -138,46 +138,51 @@ def fixed_point(activation, weight_scale: float, bias_scale: float, q0: float = 
         return math.inf
     if sw2 == 0:
         return sb2
+    if not entry.bounded:  # unbounded: q may fall to 0 or grow without bound
+        return _reached_fixed_point(entry, weight_scale, bias_scale, sw2 * q0 + sb2)
     phi_0 = float(entry.phi(np.zeros(1))[0])
     slope_0 = float(entry.derivative(np.zeros(1))[0])
     if phi_0 == 0 and sb2 == 0 and sw2 * slope_0**2 <= 1:
         return 0.0  # q = 0 is the stable fixed point: the map's slope there is sigma_w^2 phi'(0)^2
-    if entry.bounded:
-        # |phi| <= 1, so q_map(q) < q at q = sigma_w^2 + sigma_b^2, and q_map(q) > q as q -> 0
-        # (phi(0)^2 > 0, or sigma_b > 0, or a slope above 1 at 0): the stable fixed point is
-        # the root of 1 - q_map(q) / q, found in log q. Iterating the map would creep near
-        # criticality, where its slope at q* approaches 1. Lower brackets: sigmoid's
-        # E[phi^2] >= E[phi]^2 = 1/4 = phi(0)^2; with phi(0) = 0, q* exceeds sigma_b^2.
-        low = sw2 * phi_0**2 + sb2
-        return _root_log(
-            lambda q: 1 - q_map(entry, weight_scale, bias_scale, q) / q,
-            low if low > 0 else 1e-30,
-            sw2 + sb2,
-        )
-    return _reached_fixed_point(entry, weight_scale, bias_scale, sw2 * q0 + sb2)
+    # |phi| <= 1, so q_map(q) < q at q = sigma_w^2 + sigma_b^2, and q_map(q) > q as q -> 0
+    # (phi(0)^2 > 0, or sigma_b > 0, or a slope above 1 at 0): the stable fixed point is the
+    # root of 1 - q_map(q) / q, found in log q. Iterating the map would creep near
+    # criticality, where its slope at q* approaches 1. Lower brackets: sigmoid's
+    # E[phi^2] >= E[phi]^2 = 1/4 = phi(0)^2; with phi(0) = 0, q* exceeds sigma_b^2.
+    low = sw2 * phi_0**2 + sb2
+    return _root_log(
+        lambda q: 1 - q_map(entry, weight_scale, bias_scale, q) / q,
+        low if low > 0 else 1e-30,
+        sw2 + sb2,
+    )
 
 
 def _reached_fixed_point(entry, weight_scale, bias_scale, q1) -> float:
     """The first fixed point in the direction the length map moves from q1 (where iterating
-    a rising map converges), bracketed by doubling or halving q; 0 or inf if there is none."""
+    a rising map converges), bracketed by steps of 4x in q; 0 or inf if there is none."""
     excess = lambda q: 1 - q_map(entry, weight_scale, bias_scale, q) / q  # noqa: E731
+    at_zero = q_map(entry, weight_scale, bias_scale, 0.0)
     if q1 <= 0:
-        q1 = q_map(entry, weight_scale, bias_scale, 0.0)
+        q1 = at_zero
         if q1 <= 0:
             return 0.0
+    # with q_map(0) = 0 and a slope below 1 there, q -> 0 once it falls below 1e-8 (the map
+    # is linear there); with a slope of 1 or more, the fall stops at a root above 0
+    slope_0 = weight_scale**2 * float(entry.derivative(np.zeros(1))[0]) ** 2
+    floor = 1e-8 if at_zero == 0 and slope_0 < 1 else 1e-30
     value = excess(q1)
     if value == 0:
         return q1
     low = high = q1
     if value < 0:  # q rises
         while excess(high) < 0:
-            low, high = high, 2 * high
+            low, high = high, 4 * high
             if high > _Q_UNBOUNDED:
                 return math.inf
     else:  # q falls
         while excess(low) > 0:
-            low, high = low / 2, low
-            if low < 1e-30:
+            low, high = low / 4, low
+            if low < floor:
                 return 0.0
     return _root_log(excess, low, high)
 
@@ -374,6 +379,7 @@ def critical_scale_note(
 _JUMP = 1e-3  # chi_1 changing by more than this across 1e-9 of sigma_w is a jump
 
 
+@functools.lru_cache(maxsize=256)  # sweeps ask once per point with the same q0
 def _critical(activation, bias_scale, norm, q0) -> tuple[float | None, str | None]:
     entry = activation_entry(activation)
     if norm == "batch":

@@ -155,3 +155,34 @@ def test_no_critical_scale_where_chi_jumps(name):
 
 def test_registry_is_the_vocabulary():
     assert tuple(ACTIVATIONS) == vocabulary.ACTIVATIONS
+
+
+def test_gelu_reaches_the_fixed_point_its_length_map_moves_to():
+    """From q^1 = 2.25 (sigma_w 1.5, q0 1) gelu's length map rises (q_map(q) > q there) and
+    grows without bound, although q = 0 is stable too: not q* = 0 as for tanh."""
+    assert theory.q_map("gelu", 1.5, 0.0, 2.25) > 2.25
+    assert theory.fixed_point("gelu", 1.5, 0.0) == math.inf
+    assert theory.fixed_point("gelu", 1.2, 0.0) == 0.0  # q_map(q) < q for all q <= 1.44
+
+
+@pytest.mark.parametrize(
+    "name, weight_scale",
+    [
+        ("erf", 1.5),
+        ("gelu", 2.0),
+        ("silu", 1.2),
+        ("softplus", 2.0),
+        ("leaky_relu", 1.6),
+        ("elu", 2.0),
+    ],
+)
+def test_theory_matches_a_simulation(name, weight_scale):
+    """Measured per-layer delta factor of a wide, deep network at init against theory's M."""
+    from gradlab.analysis import fit_factor
+
+    rng = np.random.default_rng(3)
+    model = MLP(32, 1, 30, 256, name, weight_scale=weight_scale, rng=rng)
+    out = model.forward(rng.normal(size=(64, 32)))
+    model.backward(rng.normal(size=out.shape))
+    measured = fit_factor([np.linalg.norm(delta) for delta in model.deltas()]).factor
+    assert measured == pytest.approx(theory.predict(name, weight_scale).factor, rel=0.03)
