@@ -54,8 +54,10 @@ def test_cli_and_theory_choices_agree_with_the_vocabulary():
     }
     assert choices == {"activation": vocabulary.ACTIVATIONS, "norm": vocabulary.NORMS}
     assert theory.ACTIVATIONS == vocabulary.ACTIVATIONS and theory.NORMS == vocabulary.NORMS
-    for name in vocabulary.ACTIVATIONS:  # every name has a theory
-        assert theory.predict(name, 1.0).applicable
+    for name in vocabulary.ACTIVATIONS:  # every name has a theory, with every norm
+        for norm in vocabulary.NORMS:
+            prediction = theory.predict(name, 1.0, norm=norm, batch_size=8)
+            assert prediction.applicable and prediction.factor > 0
 
 
 def test_one_verdict_rule():
