@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-REGIMES = ("vanishing", "stable", "exploding", "unknown")
+# the verdict rule, one function for measurement and theory alike (gradlab.vocabulary)
+from gradlab.vocabulary import regime_of as verdict
+
 WIDE_ENOUGH = 32  # narrower hidden layers get the mean-field caveat in the verdict
 
 
@@ -87,17 +89,6 @@ def fit_factor(norms: Sequence[float], fit_skip: float = 0.15) -> FactorFit:
 def fit_factors(matrix: np.ndarray, fit_skip: float = 0.15) -> np.ndarray:
     """M for each row of a (steps, depth) matrix of per-layer norms."""
     return np.array([fit_factor(row, fit_skip).factor for row in np.atleast_2d(matrix)])
-
-
-def verdict(factor: float | None, tol: float = 0.05) -> str:
-    """'vanishing' if M < 1 - tol, 'exploding' if M > 1 + tol, 'stable' between, else 'unknown'."""
-    if factor is None or math.isnan(factor):
-        return "unknown"
-    if factor < 1 - tol:
-        return "vanishing"
-    if factor > 1 + tol:
-        return "exploding"
-    return "stable"
 
 
 def width_caveat(width: int | None) -> str | None:

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from gradlab import __version__
+from gradlab import __version__, vocabulary
 from gradlab.errors import GradlabError
 from gradlab.formatting import number_text
 
@@ -92,19 +92,24 @@ def config_command(config_path, overrides):
 @cli.command("theory")
 @click.option(
     "--activation",
-    type=click.Choice(["sigmoid", "tanh", "relu", "linear"]),
+    type=click.Choice(vocabulary.ACTIVATIONS),
     default="sigmoid",
     show_default=True,
 )
 @click.option("--weight-scale", type=float, required=True, help="sigma_w: W ~ N(0, sigma_w^2/n).")
 @click.option("--bias-scale", type=float, default=0.0, show_default=True, help="sigma_b.")
+@click.option("--norm", type=click.Choice(vocabulary.NORMS), default="none", show_default=True)
 @click.option(
-    "--norm", type=click.Choice(["none", "batch", "layer"]), default="none", show_default=True
+    "--leaky-slope",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.01,
+    show_default=True,
+    help="leaky_relu's slope below 0.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), help="For --norm batch.")
 @click.option("--q0", type=float, default=1.0, show_default=True, help="Mean squared input.")
 @click.option("--tol", type=float, default=0.05, show_default=True, help="Verdict tolerance.")
-def theory_command(activation, weight_scale, bias_scale, norm, batch_size, q0, tol):
+def theory_command(activation, weight_scale, bias_scale, norm, leaky_slope, batch_size, q0, tol):
     """Mean-field prediction at initialization: q*, chi_1, the factor M, regime, critical
     weight scale."""
     from gradlab import theory
@@ -120,7 +125,14 @@ def theory_command(activation, weight_scale, bias_scale, norm, batch_size, q0, t
             raise UserError(f"{option} must be {rule} (a finite number), got {value:g}")
     try:
         prediction = theory.predict(
-            activation, weight_scale, bias_scale, norm=norm, q0=q0, batch_size=batch_size, tol=tol
+            activation,
+            weight_scale,
+            bias_scale,
+            norm=norm,
+            q0=q0,
+            batch_size=batch_size,
+            tol=tol,
+            leaky_slope=leaky_slope,
         )
     except OverflowError:  # e.g. --weight-scale 1e200: its square is beyond the float range
         raise UserError(
@@ -128,6 +140,7 @@ def theory_command(activation, weight_scale, bias_scale, norm, batch_size, q0, t
             "(its square overflows)"
         ) from None
     critical = prediction.critical_weight_scale
+    entry = theory.activation_entry(activation, leaky_slope)
     lines = [
         f"activation={activation} weight_scale={_number(weight_scale, '.6g')} "
         f"bias_scale={_number(bias_scale, '.6g')} norm={norm}"
@@ -142,7 +155,11 @@ def theory_command(activation, weight_scale, bias_scale, norm, batch_size, q0, t
         f"predicted factor M     {_number(prediction.factor, '.6g')}",
         f"regime                 {prediction.regime}",
         "critical weight scale  "
-        + (_number(critical, ".6g") if critical is not None else "none (M does not depend on it)"),
+        + (
+            _number(critical, ".6g")
+            if critical is not None
+            else f"none ({theory.critical_scale_note(entry, bias_scale, norm, q0)})"
+        ),
         f"basis                  {prediction.reason}",
     ]
     click.echo("\n".join(lines))

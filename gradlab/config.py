@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from gradlab import vocabulary
 from gradlab.config_checks import (
     build_section,
     checked,
@@ -70,13 +71,13 @@ def _above(low: float) -> _Range:
 CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": ("float64", "float32"),
     "data.task": ("regression", "binary", "multiclass"),
-    "model.activation": ("sigmoid", "tanh", "relu", "linear"),
-    "model.norm": ("none", "batch", "layer"),
-    "model.init.scheme": ("normal", "uniform", "xavier", "he", "orthogonal"),
+    "model.activation": vocabulary.ACTIVATIONS,
+    "model.norm": vocabulary.NORMS,
+    "model.init.scheme": vocabulary.INIT_SCHEMES,
     "train.batch_size": ("full",),  # besides an integer
-    "train.loss": ("auto", "mse", "bce", "cross_entropy"),
-    "train.optimizer": ("sgd", "momentum", "nesterov", "adam"),
-    "train.clip.mode": ("none", "norm", "layer_norm", "value"),
+    "train.loss": ("auto", *vocabulary.LOSSES),
+    "train.optimizer": vocabulary.OPTIMIZERS,
+    "train.clip.mode": vocabulary.CLIP_MODES,
 }
 
 RANGES: dict[str, _Range] = {
@@ -89,6 +90,7 @@ RANGES: dict[str, _Range] = {
     "data.noise": _at_least(0),
     "model.depth": _at_least(1),
     "model.width": _at_least(1),
+    "model.leaky_slope": _Range(0, 1, high_open=True),
     "model.init.weight_scale": _above(0),
     "model.init.bias_scale": _at_least(0),
     "model.batchnorm.momentum": _Range(0, 1, low_open=True),
@@ -171,6 +173,7 @@ class ModelConfig(_Section):
     width: int = 64  # units per hidden layer
     activation: str = "sigmoid"  # sigmoid: max slope 1/4, the lecture's vanishing-gradient case
     norm: str = "none"  # normalization of the pre-activations, before the activation
+    leaky_slope: float = 0.01  # leaky_relu's slope for z < 0 (PyTorch's default negative_slope)
     init: InitConfig = field(default_factory=InitConfig)
     batchnorm: BatchNormConfig = field(default_factory=BatchNormConfig)  # used if norm: batch
     layernorm: LayerNormConfig = field(default_factory=LayerNormConfig)  # used if norm: layer

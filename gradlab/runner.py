@@ -83,6 +83,7 @@ def build_model(config: Config, rng: np.random.Generator) -> MLP:
         bn_momentum=model.batchnorm.momentum,
         bn_eps=model.batchnorm.eps,
         ln_eps=model.layernorm.eps,
+        leaky_slope=model.leaky_slope,
     )
 
 
@@ -113,6 +114,7 @@ def predict_theory(config: Config, q0: float) -> dict:
         q0=q0,
         batch_size=config.resolved_batch_size,
         tol=config.analysis.tol,
+        leaky_slope=config.model.leaky_slope,
     )
     result = prediction.to_dict()
     result["applies_to"] = "initialization"

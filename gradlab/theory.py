@@ -30,89 +30,107 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")
-NORMS = ("none", "batch", "layer")
+from gradlab import vocabulary
+from gradlab.engine.activations import make_activation
+from gradlab.engine.layers import Activation
+from gradlab.vocabulary import regime_of
+
+ACTIVATIONS = vocabulary.ACTIVATIONS
+NORMS = vocabulary.NORMS
 _TRUNCATE = 9.0  # the Gaussian weight beyond 9 standard deviations is below 1e-18
 _MAX_STEP = 0.2  # trapezoid step in u: error ~ exp(-2 pi * pole distance / step) < 1e-20
+_Q_UNBOUNDED = 1e6  # a length map still rising here grows without bound (q* = inf)
+_KINK_PANEL = 1.0  # Gauss-Legendre panel width in u for activations kinked at 0
+_KINK_NODES = np.polynomial.legendre.leggauss(12)
 
 
-def _sigmoid(u):
-    return 0.5 * (1.0 + np.tanh(0.5 * u))
+@functools.lru_cache(maxsize=64)
+def _cached_entry(activation: str, leaky_slope: float) -> Activation:
+    return make_activation(activation, leaky_slope=leaky_slope)
 
 
-def _sigmoid_derivative(u):
-    t = np.tanh(0.5 * u)
-    return 0.25 * (1.0 - t * t)
+def activation_entry(activation: str | Activation, leaky_slope: float = 0.01) -> Activation:
+    """The engine's activation entry (phi, phi', closed forms) for a name or an entry."""
+    if isinstance(activation, Activation):
+        return activation
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
+    return _cached_entry(activation, float(leaky_slope))
 
 
-def _tanh_derivative(u):
-    t = np.tanh(u)
-    return 1.0 - t * t
+def phi_and_derivative(activation, leaky_slope: float = 0.01) -> tuple[Callable, Callable]:
+    """(phi, phi') of an activation as float64 numpy functions, e.g. for ``batch_coupled_rate``."""
+    entry = activation_entry(activation, leaky_slope)
+    return entry.phi, entry.derivative
 
 
-_PHI: dict[str, tuple[Callable, Callable]] = {
-    "sigmoid": (_sigmoid, _sigmoid_derivative),
-    "tanh": (np.tanh, _tanh_derivative),
-    # relu and linear have closed forms for q-map moments; these serve the BatchNorm rate
-    "relu": (lambda u: np.maximum(u, 0.0), lambda u: (u > 0).astype(np.float64)),
-    "linear": (lambda u: u, np.ones_like),
-}
-
-
-def gaussian_expectation(function: Callable, q: float) -> float:
-    """E[f(u)] for u ~ N(0, q), by the trapezoid rule on [-9 sqrt(q), 9 sqrt(q)]."""
+def gaussian_expectation(function: Callable, q: float, kink: bool = False) -> float:
+    """E[f(u)] for u ~ N(0, q), by the trapezoid rule on [-9 sqrt(q), 9 sqrt(q)]; with
+    ``kink`` (f not smooth at 0), by Gauss-Legendre panels on each side of 0 instead."""
     if q <= 0:
         return float(function(np.zeros(1))[0])
     std = math.sqrt(q)
-    step = min(_MAX_STEP, std / 4)
-    half = math.ceil(_TRUNCATE * std / step)
-    u = np.arange(-half, half + 1) * step  # (2 half + 1,)
+    if kink:
+        panels = max(1, math.ceil(_TRUNCATE * std / min(_KINK_PANEL, std)))
+        width = _TRUNCATE * std / panels
+        x, w = _KINK_NODES
+        half = (np.arange(panels)[:, None] + (x + 1) / 2) * width  # (panels, nodes)
+        u = np.concatenate([half.ravel(), -half.ravel()])
+        weights = np.tile(w * width / 2, 2 * panels)
+    else:
+        step = min(_MAX_STEP, std / 4)
+        half = math.ceil(_TRUNCATE * std / step)
+        u = np.arange(-half, half + 1) * step  # (2 half + 1,)
+        density = np.exp(-0.5 * (u / std) ** 2) / (std * math.sqrt(2 * math.pi))
+        return float(np.sum(function(u) * density) * step)
     density = np.exp(-0.5 * (u / std) ** 2) / (std * math.sqrt(2 * math.pi))
-    return float(np.sum(function(u) * density) * step)
+    return float(np.sum(function(u) * density * weights))
 
 
-def second_moment(activation: str, q: float) -> float:
+def _expectation(entry: Activation, function: Callable, q: float) -> float:
+    return gaussian_expectation(function, q, entry.kink)
+
+
+def second_moment(activation, q: float) -> float:
     """E[phi(u)^2] for u ~ N(0, q) (raw, not centred)."""
-    if activation == "relu":
-        return q / 2
-    if activation == "linear":
-        return q
-    phi = _PHI[activation][0]
-    return gaussian_expectation(lambda u: phi(u) ** 2, q)
+    entry = activation_entry(activation)
+    closed = entry.closed_moments(q)
+    if closed is not None:
+        return closed[0]
+    return _expectation(entry, lambda u: entry.phi(u) ** 2, q)
 
 
-def derivative_moment(activation: str, q: float) -> float:
+def derivative_moment(activation, q: float) -> float:
     """E[phi'(u)^2] for u ~ N(0, q)."""
-    if activation == "relu":
-        return 0.5
-    if activation == "linear":
-        return 1.0
-    derivative = _PHI[activation][1]
-    return gaussian_expectation(lambda u: derivative(u) ** 2, q)
+    entry = activation_entry(activation)
+    closed = entry.closed_moments(q)
+    if closed is not None:
+        return closed[1]
+    return _expectation(entry, lambda u: entry.derivative(u) ** 2, q)
 
 
-def variance(activation: str, q: float) -> float:
+def variance(activation, q: float) -> float:
     """Var[phi(u)] for u ~ N(0, q)."""
-    if activation == "relu":
-        return q / 2 - q / (2 * math.pi)  # mean of relu(u) is sqrt(q / (2 pi))
-    if activation == "linear":
-        return q
-    phi = _PHI[activation][0]
-    mean = gaussian_expectation(phi, q)
-    return second_moment(activation, q) - mean * mean
+    entry = activation_entry(activation)
+    if entry.homogeneous is not None:
+        mean_square, second, _ = entry.homogeneous
+        return q * second - q * mean_square
+    mean = _expectation(entry, entry.phi, q)
+    return second_moment(entry, q) - mean * mean
 
 
-def q_map(activation: str, weight_scale: float, bias_scale: float, q: float) -> float:
+def q_map(activation, weight_scale: float, bias_scale: float, q: float) -> float:
     """One layer of the length map: sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2."""
     return weight_scale**2 * second_moment(activation, q) + bias_scale**2
 
 
-def fixed_point(activation: str, weight_scale: float, bias_scale: float, q0: float = 1.0) -> float:
+def fixed_point(activation, weight_scale: float, bias_scale: float, q0: float = 1.0) -> float:
     """q*, the fixed point the length map converges to from q^1 = sigma_w^2 q0 + sigma_b^2; inf if
-    q grows without bound (relu with sigma_w^2 > 2, linear with sigma_w > 1)."""
+    q grows without bound (e.g. relu with sigma_w^2 > 2, linear with sigma_w > 1)."""
+    entry = activation_entry(activation)
     sw2, sb2 = weight_scale**2, bias_scale**2
-    if activation in ("relu", "linear"):
-        slope = sw2 / 2 if activation == "relu" else sw2
+    if entry.homogeneous is not None:  # a linear length map: q -> slope q + sigma_b^2
+        slope = sw2 * entry.homogeneous[1]
         if slope < 1:
             return sb2 / (1 - slope)
         if slope == 1 and sb2 == 0:
@@ -120,30 +138,69 @@ def fixed_point(activation: str, weight_scale: float, bias_scale: float, q0: flo
         return math.inf
     if sw2 == 0:
         return sb2
-    if activation == "tanh" and sb2 == 0 and sw2 <= 1:
-        return 0.0  # q = 0 is the stable fixed point: the map's slope there is sigma_w^2 <= 1
-    # sigmoid and tanh are bounded by 1, so q_map(q) < q at q = sigma_w^2 + sigma_b^2, and
-    # q_map(q) > q as q -> 0 (sigmoid(0)^2 = 1/4, or sigma_b > 0, or tanh with sigma_w > 1): the
-    # stable fixed point is the root of 1 - q_map(q) / q, found in log q. Iterating the map would
-    # creep near criticality, where its slope at q* approaches 1.
-    # Lower brackets: E[sigmoid(u)^2] >= E[sigmoid(u)]^2 = 1/4; tanh's q* exceeds sigma_b^2.
-    low = sw2 / 4 + sb2 if activation == "sigmoid" else (sb2 if sb2 > 0 else 1e-30)
+    if not entry.bounded:  # unbounded: q may fall to 0 or grow without bound
+        return _reached_fixed_point(entry, weight_scale, bias_scale, sw2 * q0 + sb2)
+    phi_0 = float(entry.phi(np.zeros(1))[0])
+    slope_0 = float(entry.derivative(np.zeros(1))[0])
+    if phi_0 == 0 and sb2 == 0 and sw2 * slope_0**2 <= 1:
+        return 0.0  # q = 0 is the stable fixed point: the map's slope there is sigma_w^2 phi'(0)^2
+    # |phi| <= 1, so q_map(q) < q at q = sigma_w^2 + sigma_b^2, and q_map(q) > q as q -> 0
+    # (phi(0)^2 > 0, or sigma_b > 0, or a slope above 1 at 0): the stable fixed point is the
+    # root of 1 - q_map(q) / q, found in log q. Iterating the map would creep near
+    # criticality, where its slope at q* approaches 1. Lower brackets: sigmoid's
+    # E[phi^2] >= E[phi]^2 = 1/4 = phi(0)^2; with phi(0) = 0, q* exceeds sigma_b^2.
+    low = sw2 * phi_0**2 + sb2
     return _root_log(
-        lambda q: 1 - q_map(activation, weight_scale, bias_scale, q) / q, low, sw2 + sb2
+        lambda q: 1 - q_map(entry, weight_scale, bias_scale, q) / q,
+        low if low > 0 else 1e-30,
+        sw2 + sb2,
     )
 
 
-def chi_1(activation: str, weight_scale: float, bias_scale: float, q0: float = 1.0) -> float:
-    """sigma_w^2 E[phi'(sqrt(q*) z)^2]: one layer's factor on the squared delta norm."""
-    if activation == "relu":
-        return weight_scale**2 / 2
-    if activation == "linear":
-        return weight_scale**2
-    q_star = fixed_point(activation, weight_scale, bias_scale, q0)
-    return weight_scale**2 * derivative_moment(activation, q_star)
+def _reached_fixed_point(entry, weight_scale, bias_scale, q1) -> float:
+    """The first fixed point in the direction the length map moves from q1 (where iterating
+    a rising map converges), bracketed by steps of 4x in q; 0 or inf if there is none."""
+    excess = lambda q: 1 - q_map(entry, weight_scale, bias_scale, q) / q  # noqa: E731
+    at_zero = q_map(entry, weight_scale, bias_scale, 0.0)
+    if q1 <= 0:
+        q1 = at_zero
+        if q1 <= 0:
+            return 0.0
+    # with q_map(0) = 0 and a slope below 1 there, q -> 0 once it falls below 1e-8 (the map
+    # is linear there); with a slope of 1 or more, the fall stops at a root above 0
+    slope_0 = weight_scale**2 * float(entry.derivative(np.zeros(1))[0]) ** 2
+    floor = 1e-8 if at_zero == 0 and slope_0 < 1 else 1e-30
+    value = excess(q1)
+    if value == 0:
+        return q1
+    low = high = q1
+    if value < 0:  # q rises
+        while excess(high) < 0:
+            low, high = high, 4 * high
+            if high > _Q_UNBOUNDED:
+                return math.inf
+    else:  # q falls
+        while excess(low) > 0:
+            low, high = low / 4, low
+            if low < floor:
+                return 0.0
+    return _root_log(excess, low, high)
 
 
-def layernorm_factor(activation: str, weight_scale: float, bias_scale: float) -> float:
+def chi_1(activation, weight_scale: float, bias_scale: float, q0: float = 1.0) -> float:
+    """sigma_w^2 E[phi'(sqrt(q*) z)^2]: one layer's factor on the squared delta norm (with
+    q* = inf, E[phi'^2] is the mean of phi'(-inf)^2 and phi'(inf)^2)."""
+    entry = activation_entry(activation)
+    if entry.homogeneous is not None:
+        return weight_scale**2 * entry.homogeneous[2]
+    q_star = fixed_point(entry, weight_scale, bias_scale, q0)
+    if q_star == math.inf:
+        left, right = entry.slope_limits
+        return weight_scale**2 * (left * left + right * right) / 2
+    return weight_scale**2 * derivative_moment(entry, q_star)
+
+
+def layernorm_factor(activation, weight_scale: float, bias_scale: float) -> float:
     """Delta factor with LayerNorm before the activation (unit-variance pre-activations):
     sigma_w sqrt(E[phi'(z)^2]) / s with s^2 = sigma_w^2 E[phi(z)^2] + sigma_b^2, z ~ N(0, 1)."""
     s2 = weight_scale**2 * second_moment(activation, 1.0) + bias_scale**2
@@ -246,40 +303,29 @@ def batch_coupled_rate(
 
 
 @functools.lru_cache(maxsize=256)
-def _batchnorm_rate(activation: str, batch_size: int) -> float:
-    """``batch_coupled_rate`` of a named activation (cached: sweeps ask for it once per run)."""
-    phi, derivative = _PHI[activation]
-    return batch_coupled_rate(phi, derivative, batch_size)
+def _batchnorm_rate(entry: Activation, batch_size: int) -> float:
+    """``batch_coupled_rate`` of an activation entry (cached: sweeps ask for it once per run)."""
+    return batch_coupled_rate(entry.phi, entry.derivative, batch_size)
 
 
-def batchnorm_factor(activation: str, batch_size: int | None) -> tuple[float, str]:
+def batchnorm_factor(activation, batch_size: int | None) -> tuple[float, str]:
     """Delta factor at initialization with BatchNorm before the activation (Yang et al. 2019,
     arXiv:1902.08129), independent of sigma_w and sigma_b, and how it was obtained.
 
     Linear networks: squared factor (B - 2) / (B - 3), exact. Other activations: the square
     root of ``batch_coupled_rate`` at batch size B; without a batch size, the large-batch limit
     sqrt(E[phi'(z)^2] / Var[phi(z)]), z ~ N(0, 1)."""
-    if activation == "linear":
+    entry = activation_entry(activation)
+    if entry.name == "linear":
         if batch_size is None:
             return 1.0, "BatchNorm, infinite batch: squared factor 1"
         return math.sqrt((batch_size - 2) / (batch_size - 3)), "BatchNorm, linear: (B-2)/(B-3)"
     if batch_size is None:
         large = derivative_moment(activation, 1.0) / variance(activation, 1.0)
         return math.sqrt(large), "BatchNorm, large batch: E[phi'^2]/Var[phi]"
-    return math.sqrt(_batchnorm_rate(activation, batch_size)), (
+    return math.sqrt(_batchnorm_rate(entry, batch_size)), (
         f"BatchNorm: finite-batch rate of the batch-coupled backward map at B={batch_size}"
     )
-
-
-def regime_of(factor: float, tol: float = 0.05) -> str:
-    """'vanishing' below 1 - tol, 'exploding' above 1 + tol, else 'stable'."""
-    if factor is None or not math.isfinite(factor):
-        return "exploding" if factor == math.inf else "unknown"
-    if factor < 1 - tol:
-        return "vanishing"
-    if factor > 1 + tol:
-        return "exploding"
-    return "stable"
 
 
 def _root_log(function: Callable[[float], float], low: float, high: float) -> float | None:
@@ -316,21 +362,44 @@ def _root_log(function: Callable[[float], float], low: float, high: float) -> fl
 
 
 def critical_weight_scale(
-    activation: str, bias_scale: float = 0.0, norm: str = "none", q0: float = 1.0
+    activation, bias_scale: float = 0.0, norm: str = "none", q0: float = 1.0
 ) -> float | None:
     """The sigma_w where the predicted factor is 1 (chi_1 = 1), or None if there is none
-    (BatchNorm's factor does not depend on sigma_w)."""
+    (``critical_scale_note`` says why)."""
+    return _critical(activation, bias_scale, norm, q0)[0]
+
+
+def critical_scale_note(
+    activation, bias_scale: float = 0.0, norm: str = "none", q0: float = 1.0
+) -> str | None:
+    """Why there is no critical weight scale, in one phrase (None when there is one)."""
+    return _critical(activation, bias_scale, norm, q0)[1]
+
+
+_JUMP = 1e-3  # chi_1 changing by more than this across 1e-9 of sigma_w is a jump
+
+
+@functools.lru_cache(maxsize=256)  # sweeps ask once per point with the same q0
+def _critical(activation, bias_scale, norm, q0) -> tuple[float | None, str | None]:
+    entry = activation_entry(activation)
     if norm == "batch":
-        return None
+        return None, "M does not depend on it"
     if norm == "layer":
-        return _root_log(
-            lambda scale: layernorm_factor(activation, scale, bias_scale) - 1, 1e-3, 1e4
+        scale = _root_log(lambda scale: layernorm_factor(entry, scale, bias_scale) - 1, 1e-3, 1e4)
+        return scale, None if scale is not None else "M never reaches 1"
+    if entry.homogeneous is not None:  # chi_1 = sigma_w^2 E[phi'^2], a constant times sigma_w^2
+        return math.sqrt(1 / entry.homogeneous[2]), None
+    scale = _root_log(lambda scale: chi_1(entry, scale, bias_scale, q0) - 1, 1e-3, 1e4)
+    if scale is None:
+        return None, "chi_1 never reaches 1"
+    below = chi_1(entry, scale * (1 - 1e-9), bias_scale, q0)
+    above = chi_1(entry, scale * (1 + 1e-9), bias_scale, q0)
+    if abs(above - below) > _JUMP:
+        return None, (
+            f"chi_1 jumps across 1 ({below:.3g} to {above:.3g}) at sigma_w = {scale:.4g}: "
+            "the reached fixed point q* jumps there"
         )
-    if activation == "relu":
-        return math.sqrt(2.0)
-    if activation == "linear":
-        return 1.0
-    return _root_log(lambda scale: chi_1(activation, scale, bias_scale, q0) - 1, 1e-3, 1e4)
+    return scale, None
 
 
 @dataclass(frozen=True)
@@ -367,10 +436,11 @@ def predict(
     q0: float = 1.0,
     batch_size: int | None = None,
     tol: float = 0.05,
+    leaky_slope: float = 0.01,
 ) -> Prediction:
-    """Predicted per-layer delta factor, regime and critical weight scale at initialization."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
+    """Predicted per-layer delta factor, regime and critical weight scale at initialization
+    (``leaky_slope``: leaky_relu's negative slope)."""
+    entry = activation_entry(activation, leaky_slope)
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, not {norm!r}")
     common = {
@@ -379,7 +449,7 @@ def predict(
         "bias_scale": float(bias_scale),
         "norm": norm,
         "q0": float(q0),
-        "critical_weight_scale": critical_weight_scale(activation, bias_scale, norm, q0),
+        "critical_weight_scale": critical_weight_scale(entry, bias_scale, norm, q0),
     }
     if norm == "batch" and batch_size is not None and batch_size <= 3:
         return Prediction(
@@ -393,9 +463,9 @@ def predict(
         )
     if norm in ("batch", "layer"):  # normalized pre-activations: q = 1 by construction
         if norm == "batch":
-            factor, reason = batchnorm_factor(activation, batch_size)
+            factor, reason = batchnorm_factor(entry, batch_size)
         else:
-            factor = layernorm_factor(activation, weight_scale, bias_scale)
+            factor = layernorm_factor(entry, weight_scale, bias_scale)
             reason = "LayerNorm: sigma_w sqrt(E[phi'(z)^2]) / s, unit-variance pre-activations"
         return Prediction(
             **common,
@@ -406,11 +476,11 @@ def predict(
             applicable=True,
             reason=reason,
         )
-    chi = chi_1(activation, weight_scale, bias_scale, q0)
+    chi = chi_1(entry, weight_scale, bias_scale, q0)
     factor = math.sqrt(chi)
     return Prediction(
         **common,
-        q_star=fixed_point(activation, weight_scale, bias_scale, q0),
+        q_star=fixed_point(entry, weight_scale, bias_scale, q0),
         chi_1=chi,
         factor=factor,
         regime=regime_of(factor, tol),

@@ -13,7 +13,7 @@ NONLINEAR = ("relu", "tanh", "sigmoid")
 
 
 def _rate(activation, batch_size):
-    return theory.batch_coupled_rate(*theory._PHI[activation], batch_size)
+    return theory.batch_coupled_rate(*theory.phi_and_derivative(activation), batch_size)
 
 
 def _relu_rate_closed_form(batch_size):
@@ -101,7 +101,7 @@ def _sphere_batches(rng, n, batch_size):
 def _backward_map(activation, z):
     """Monte Carlo matrix of Pi -> B / ((B - 3) c) E[P D Pi D P] on vec(Pi), (B^2, B^2)."""
     n, b = z.shape
-    phi, derivative = theory._PHI[activation]
+    phi, derivative = theory.phi_and_derivative(activation)
     values = phi(z)  # (n, B)
     square, total = np.mean(values**2), np.mean(values.sum(axis=1) ** 2)
     c = square - (total / b - square) / (b - 1)  # E[phi(z_1)^2] - E[phi(z_1) phi(z_2)]

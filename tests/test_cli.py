@@ -133,7 +133,7 @@ def test_bad_config_is_one_line_exit_2_and_writes_nothing(case, command, in_tmp)
     [
         (["--set", "train.lrr=0.1"], "did you mean 'lr'"),
         (["--set", "train.lr"], "train.lr"),
-        (["--set", "model.activation=gelu"], "model.activation"),
+        (["--set", "model.activation=swish"], "model.activation"),
         (["--set", "train.batch_size=huge"], "train.batch_size"),
     ],
 )

@@ -208,6 +208,7 @@ def test_to_dict_keeps_schema_order_and_round_trips():
         "width",
         "activation",
         "norm",
+        "leaky_slope",
         "init",
         "batchnorm",
         "layernorm",
@@ -361,7 +362,7 @@ def test_non_utf8_file(tmp_path):
             "model: {activaton: relu}",
             "model.activaton",
             "model.activaton: unknown key in {file}; did you mean 'activation'? (allowed: depth, "
-            "width, activation, norm, init, batchnorm, layernorm)",
+            "width, activation, norm, leaky_slope, init, batchnorm, layernorm)",
         ),
         (
             "model: {init: {weight_scal: 2}}",
@@ -405,7 +406,8 @@ def test_non_utf8_file(tmp_path):
         (
             "model: {activation: 3}",
             "model.activation",
-            "model.activation: must be one of sigmoid, tanh, relu, linear, got 3",
+            "model.activation: must be one of sigmoid, tanh, relu, linear, erf, gelu, silu, "
+            "softplus, leaky_relu, elu, got 3",
         ),
         (
             "train: {batch_size: 2.0}",
@@ -420,7 +422,8 @@ def test_non_utf8_file(tmp_path):
         (
             "model: 3",
             "model",
-            "model: must be a mapping of keys (depth, width, activation, norm, init, batchnorm, "
+            "model: must be a mapping of keys (depth, width, activation, norm, leaky_slope, init, "
+            "batchnorm, "
             "layernorm), got 3",
         ),
         ("name: 12", "name", "name: must be a string, got 12"),
@@ -530,7 +533,7 @@ def test_direct_construction_is_checked_too():
         (
             "model.activaton=relu",
             "model.activaton: unknown key in --set; did you mean 'activation'? (allowed: depth, "
-            "width, activation, norm, init, batchnorm, layernorm)",
+            "width, activation, norm, leaky_slope, init, batchnorm, layernorm)",
         ),
         (
             "trian.lr=1",

@@ -4,15 +4,14 @@ import numpy as np
 import pytest
 from gradcheck import assert_close, check_layer, check_model
 
+from gradlab import vocabulary
 from gradlab.engine import (
+    ACTIVATIONS,
     MLP,
     BatchNorm,
-    Identity,
     LayerNorm,
     Linear,
-    ReLU,
     Sigmoid,
-    Tanh,
     bce_with_logits,
     cross_entropy,
     mse,
@@ -37,7 +36,7 @@ def test_linear_without_input_grad_still_gives_param_grads(rng):
     check_layer(layer, rng.normal(size=(BATCH, FEATURES)), rng)
 
 
-@pytest.mark.parametrize("activation", [Sigmoid, Tanh, ReLU, Identity])
+@pytest.mark.parametrize("activation", list(ACTIVATIONS.values()))
 def test_activation(activation, rng):
     # spread of 3 reaches the curved and saturating parts of sigmoid and tanh
     check_layer(activation(), 3.0 * rng.normal(size=(BATCH, FEATURES)), rng)
@@ -119,7 +118,7 @@ def _model(activation, norm, output_dim, rng, depth=3):
 
 @pytest.mark.parametrize("loss", [mse, bce_with_logits, cross_entropy])
 @pytest.mark.parametrize("norm", ["none", "batch", "layer"])
-@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "linear"])
+@pytest.mark.parametrize("activation", vocabulary.ACTIVATIONS)
 def test_whole_network(activation, norm, loss, rng):
     output_dim = 3 if loss is cross_entropy else 1
     model = _model(activation, norm, output_dim, rng)

@@ -58,3 +58,10 @@ def test_help_does_not_load_matplotlib():
     modules, stdout = _modules_after(statement, with_stdout=True)
     assert "Usage: gradlab" in stdout  # the help really was printed
     assert "matplotlib" not in modules
+
+
+def test_names_and_config_checking_do_not_load_numpy():
+    """The vocabulary is names only: config checking and the CLI's choices stay numpy-free."""
+    modules = _modules_after("import gradlab.vocabulary, gradlab.config, gradlab.cli")
+    assert {"gradlab", "yaml", "click"} <= modules
+    assert "numpy" not in modules

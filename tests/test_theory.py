@@ -21,7 +21,7 @@ def _reference_expectation(function, q, points=400_001):
 @pytest.mark.parametrize("q", [1e-3, 0.3, 1.0, 25.0, 100.0])
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
 def test_gaussian_expectations_are_accurate_to_1e_8_up_to_q_100(activation, q):
-    phi, derivative = theory._PHI[activation]
+    phi, derivative = theory.phi_and_derivative(activation)
     assert theory.second_moment(activation, q) == pytest.approx(
         _reference_expectation(lambda u: phi(u) ** 2, q), abs=1e-8
     )
@@ -130,7 +130,7 @@ def test_prediction_is_json_safe_and_validates_names():
     assert data["regime"] == "vanishing" and data["applicable"] is True
     assert all(value is None or isinstance(value, str | float | bool) for value in data.values())
     with pytest.raises(ValueError, match="activation must be one of"):
-        theory.predict("gelu", 1.0)
+        theory.predict("swish", 1.0)
     with pytest.raises(ValueError, match="norm must be one of"):
         theory.predict("tanh", 1.0, norm="group")
 

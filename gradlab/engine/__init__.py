@@ -5,6 +5,16 @@ optimizers, initializers and robust norms. Everything takes an explicit dtype an
 explicit ``np.random.Generator``.
 """
 
+from gradlab.engine.activations import (
+    ACTIVATIONS,
+    ELU,
+    GELU,
+    Erf,
+    LeakyReLU,
+    SiLU,
+    Softplus,
+    make_activation,
+)
 from gradlab.engine.clip import (
     ClipResult,
     clip_by_global_norm,
@@ -13,17 +23,7 @@ from gradlab.engine.clip import (
     clip_gradients,
     global_norm,
 )
-from gradlab.engine.layers import (
-    ACTIVATIONS,
-    BatchNorm,
-    Identity,
-    LayerNorm,
-    Linear,
-    ReLU,
-    Sigmoid,
-    Tanh,
-    make_activation,
-)
+from gradlab.engine.layers import BatchNorm, Identity, LayerNorm, Linear, ReLU, Sigmoid, Tanh
 from gradlab.engine.losses import LOSSES, bce_with_logits, cross_entropy, get_loss, mse
 from gradlab.engine.model import MLP, HiddenBlock
 from gradlab.engine.norms import combine_norms, l2_norm
@@ -31,18 +31,24 @@ from gradlab.engine.optim import SGD, Adam, make_optimizer
 
 __all__ = [
     "ACTIVATIONS",
+    "ELU",
+    "GELU",
     "LOSSES",
     "MLP",
     "SGD",
     "Adam",
     "BatchNorm",
     "ClipResult",
+    "Erf",
     "HiddenBlock",
     "Identity",
     "LayerNorm",
+    "LeakyReLU",
     "Linear",
     "ReLU",
+    "SiLU",
     "Sigmoid",
+    "Softplus",
     "Tanh",
     "bce_with_logits",
     "clip_by_global_norm",

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gradlab import vocabulary
 from gradlab.engine.norms import combine_norms, l2_norm
 from gradlab.errors import EngineError
 
-CLIP_MODES = ("none", "norm", "layer_norm", "value")
+CLIP_MODES = vocabulary.CLIP_MODES  # each handled in ``clip_gradients``
 _EPS = 1e-6  # PyTorch's guard in max_norm / (total + eps)
 
 

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from gradlab import vocabulary
 from gradlab.errors import EngineError
 
 
@@ -57,6 +58,7 @@ WEIGHT_INITS = {
     "he": he,
     "orthogonal": orthogonal,
 }
+vocabulary.check_registry("init scheme", WEIGHT_INITS, vocabulary.INIT_SCHEMES)
 
 
 def init_weight(scheme, rng, fan_in, fan_out, weight_scale=1.0):

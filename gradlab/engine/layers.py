@@ -17,6 +17,8 @@ set with a deep model costs no per-layer memory. Each class declares in ``train_
 buffers, for memory estimates.
 """
 
+import math
+
 import numpy as np
 
 from gradlab.errors import EngineError
@@ -158,13 +160,42 @@ class Linear(Layer):
 
 
 class Activation(Layer):
-    """An elementwise nonlinearity without parameters."""
+    """An elementwise nonlinearity without parameters: one entry per activation (registered
+    in ``gradlab.engine.activations``; see docs/extending.md).
+
+    For the engine: ``forward``/``backward``/``predict`` and ``saturation``. For the theory
+    (``gradlab.theory``): ``phi`` and ``derivative`` as float64 numpy functions (plain
+    formulas, evaluated on quadrature nodes), closed forms in ``closed_moments`` where they
+    exist, and the few facts below that the fixed-point search needs.
+    """
 
     name = "activation"
+    options: tuple[str, ...] = ()  # keyword arguments of __init__ besides dtype (config keys)
+    kink = False  # phi' jumps at 0: the theory's quadrature splits there
+    bounded = False  # |phi| <= 1: the fixed point q* lies below sigma_w^2 + sigma_b^2
+    slope_limits = (0.0, 0.0)  # phi'(-inf), phi'(+inf): chi_1 / sigma_w^2 when q* is infinite
+    # positively homogeneous phi (phi(c u) = c phi(u), c > 0): (E[phi]^2 / q, E[phi^2] / q,
+    # E[phi'^2]), constants, so the length map is linear and everything has a closed form
+    homogeneous: tuple[float, float, float] | None = None
 
     def saturation(self) -> float:
         """Fraction of saturated units in the last forward output (see subclasses)."""
         return 0.0
+
+    def phi(self, u: np.ndarray) -> np.ndarray:
+        """phi(u), float64 in and out (the theory's formula; the engine may compute faster)."""
+        raise NotImplementedError
+
+    def derivative(self, u: np.ndarray) -> np.ndarray:
+        """phi'(u), float64 in and out."""
+        raise NotImplementedError
+
+    def closed_moments(self, q: float) -> tuple[float, float] | None:
+        """(E[phi(u)^2], E[phi'(u)^2]) for u ~ N(0, q) in closed form, or None (quadrature)."""
+        if self.homogeneous is None:
+            return None
+        _, second, derivative = self.homogeneous
+        return q * second, derivative
 
 
 class _ExpSaturating(Activation):
@@ -312,6 +343,14 @@ class Sigmoid(_ExpSaturating):
         return grad_in
 
     _saturated_below = 0.0099  # sigma (1 - sigma) at sigma = 0.01 or 0.99
+    bounded = True
+
+    def phi(self, u):
+        return 0.5 * (1.0 + np.tanh(0.5 * u))
+
+    def derivative(self, u):
+        t = np.tanh(0.5 * u)
+        return 0.25 * (1.0 - t * t)
 
 
 class Tanh(_ExpSaturating):
@@ -334,6 +373,14 @@ class Tanh(_ExpSaturating):
         return x
 
     _saturated_below = 1.0 / 199.0  # |tanh| > 0.99  <=>  exp(-2|z|) < 1/199
+    bounded = True
+
+    def phi(self, u):
+        return np.tanh(u)
+
+    def derivative(self, u):
+        t = np.tanh(u)
+        return 1.0 - t * t
 
 
 class ReLU(Activation):
@@ -345,6 +392,15 @@ class ReLU(Activation):
     name = "relu"
     train_arrays = 2  # out, dL/dz
     train_masks = 1  # z > 0
+    kink = True
+    slope_limits = (0.0, 1.0)
+    homogeneous = (1.0 / (2.0 * math.pi), 0.5, 0.5)  # E[relu(u)] = sqrt(q / (2 pi))
+
+    def phi(self, u):
+        return np.maximum(u, 0.0)
+
+    def derivative(self, u):
+        return (u > 0).astype(np.float64)
 
     def forward(self, x, train=True):
         out = self._buffer("out", x.shape)
@@ -372,6 +428,14 @@ class Identity(Activation):
     """The linear activation phi(z) = z. Nothing saturates."""
 
     name = "linear"
+    slope_limits = (1.0, 1.0)
+    homogeneous = (0.0, 1.0, 1.0)
+
+    def phi(self, u):
+        return u
+
+    def derivative(self, u):
+        return np.ones_like(u)
 
     def forward(self, x, train=True):
         self.output = x
@@ -382,16 +446,6 @@ class Identity(Activation):
 
     def backward(self, grad_out):
         return grad_out
-
-
-ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "linear": Identity}
-
-
-def make_activation(name: str, dtype=np.float64) -> Activation:
-    """An activation layer by name: one of ``ACTIVATIONS``."""
-    if name not in ACTIVATIONS:
-        raise EngineError(f"activation: {name!r} is not one of {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name](dtype)
 
 
 class BatchNorm(Layer):

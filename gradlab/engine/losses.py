@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from gradlab import vocabulary
 from gradlab.errors import EngineError
 
 
@@ -52,6 +53,7 @@ def cross_entropy(logits, labels):
 
 
 LOSSES = {"mse": mse, "bce": bce_with_logits, "cross_entropy": cross_entropy}
+vocabulary.check_registry("loss", LOSSES, vocabulary.LOSSES)
 
 
 def get_loss(name):

@@ -14,19 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gradlab import vocabulary
+from gradlab.engine.activations import ACTIVATIONS, make_activation
 from gradlab.engine.init import init_bias, init_weight
-from gradlab.engine.layers import (
-    ACTIVATIONS,
-    Activation,
-    BatchNorm,
-    LayerNorm,
-    Linear,
-    make_activation,
-)
+from gradlab.engine.layers import Activation, BatchNorm, LayerNorm, Linear
 from gradlab.engine.norms import l2_norm
 from gradlab.errors import EngineError
 
-NORMS = ("none", "batch", "layer")
+NORMS = vocabulary.NORMS
 STAT_NAMES = (
     "weight_grad_norm",
     "bias_grad_norm",
@@ -79,6 +74,7 @@ class MLP:
         bn_momentum: float = 0.1,
         bn_eps: float = 1e-5,
         ln_eps: float = 1e-5,
+        leaky_slope: float = 0.01,
     ):
         if depth < 1 or width < 1 or input_dim < 1 or output_dim < 1:
             raise EngineError(
@@ -108,7 +104,10 @@ class MLP:
             elif norm == "layer":
                 norm_layer = LayerNorm(width, ln_eps, self.dtype)
             block = HiddenBlock(
-                index, linear(fan_in, width), norm_layer, make_activation(activation, self.dtype)
+                index,
+                linear(fan_in, width),
+                norm_layer,
+                make_activation(activation, self.dtype, leaky_slope=leaky_slope),
             )
             self.blocks.append(block)
             fan_in = width

@@ -13,9 +13,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gradlab import vocabulary
 from gradlab.errors import EngineError
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+OPTIMIZERS = vocabulary.OPTIMIZERS  # each built in ``make_optimizer``
 
 
 class Optimizer:
