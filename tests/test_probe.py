@@ -40,8 +40,10 @@ def test_a_new_statistic_is_one_entry():
     """What docs/extending.md tells a contributor to write: an entry with its column(s), its
     moment and its measure, of one value or several."""
     extra = (
-        Statistic(  # the pre-activation's second moment, the mean-field q_l
-            ("preact_q",), "forward", lambda probe, block: float(np.mean(block.linear.output**2))
+        Statistic(  # docs/extending.md's example: the mean-field q_l
+            ("preact_q",),
+            "forward",
+            lambda probe, block: float(np.mean(np.square(block.linear.output, dtype=np.float64))),
         ),
         Statistic(  # ||dL/dW_l|| / ||W_l||, from two statistics already taken
             ("grad_to_weight",),
@@ -66,7 +68,7 @@ def test_a_new_statistic_is_one_entry():
     stats = probe.layer_stats()
     assert tuple(stats) == (*STAT_NAMES, "preact_q", "grad_to_weight", "weight_max", "layer_again")
     hidden = [block.linear.output for block in model.blocks]
-    np.testing.assert_array_equal(stats["preact_q"], [np.mean(h**2) for h in hidden])
+    np.testing.assert_array_equal(stats["preact_q"], [np.mean(h * h) for h in hidden])
     np.testing.assert_array_equal(
         stats["grad_to_weight"], stats["weight_grad_norm"] / stats["weight_norm"]
     )
