@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradlab.engine.model import STAT_NAMES
+from gradlab.engine.probe import STAT_NAMES
 from gradlab.errors import GradlabError
 from gradlab.formatting import number_text
 

@@ -2,15 +2,20 @@
 
 The loop, for step = 0 .. steps (step s sees the parameters after s updates):
 
-    forward on batch s -> loss -> backward -> (log layer stats: pre-clip gradients)
-    -> clip -> (update, unless s == steps) -> (log metrics; evaluate on the test set)
+    forward on batch s -> loss -> backward -> clip -> step (unless s == steps) -> log
 
-The extra pass at s == steps measures the gradients of the final parameters, so "at the
-end" means the trained network, and ``steps: 0`` measures the network at initialization.
-A non-finite loss or gradient ends the run as *diverged* with the step, the pass and the
-layer where it first appeared; SIGINT/SIGTERM end it as *interrupted* after the current
-step. Randomness: one SeedSequence(seed) spawns the data, init and batch generators, so
-changing the model never changes the data.
+Everything logged for step s describes the parameters before its update: a probe takes the
+per-layer statistics while the passes run (gradient norms before clipping), and at
+evaluation steps the test set is evaluated before the update; only ``update_ratio``
+describes the update itself. Layer statistics are logged every ``log.every`` steps, the
+metrics row also every ``log.eval_every`` steps, and both at s == steps. That extra pass
+makes no update: it measures the gradients of the final parameters, so "at the end" means
+the trained network, and ``steps: 0`` measures the network at initialization.
+A non-finite loss or gradient ends the run as *diverged*, recording the step, the pass,
+the layer and the quantity where it first appeared (the step's metrics row is written, and
+its layer statistics if it was a logged step whose backward ran); SIGINT/SIGTERM end it as
+*interrupted* after the current step. Randomness: one SeedSequence(seed) spawns the data,
+init and batch generators, so changing the model never changes the data.
 """
 
 import contextlib
@@ -28,7 +33,7 @@ import numpy as np
 from gradlab import analysis, theory
 from gradlab.config import Config, config_from_dict, config_to_dict, dump_config_yaml, load_config
 from gradlab.data import TEACHER_WIDTH, make_dataset
-from gradlab.engine import MLP, clip_gradients, get_loss, make_optimizer
+from gradlab.engine import MLP, Probe, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
 from gradlab.engine.model import memory_footprint
 from gradlab.errors import GradlabError
@@ -39,6 +44,12 @@ DEFAULT_RESULTS_ROOT = Path("results")
 # how the non-"normal" schemes scale sigma_w for a square hidden layer (fan_in = fan_out)
 _EFFECTIVE_SCALE = {"normal": 1.0, "uniform": 1.0, "orthogonal": 1.0, "xavier": 1.0}
 _EFFECTIVE_SCALE["he"] = math.sqrt(2.0)
+# where a divergence is placed when every array is finite: a loss that overflows on finite
+# outputs (e.g. 1e160 squared), or a global norm that overflows on finite gradients
+_UNLOCATED = {
+    "loss": {"pass": "forward", "layer": "output", "quantity": "loss"},
+    "gradient norm": {"pass": "backward", "layer": "unknown", "quantity": "gradient norm"},
+}
 
 
 @dataclass
@@ -215,6 +226,7 @@ class _Training:
             config.resolved_batch_size,
             np.random.default_rng(batch_seed),
         )
+        self.probe = Probe(self.model)
         self.grad_list = list(self.model.grads.values())
         self.first_stats = None
         self.last_stats = None
@@ -243,70 +255,43 @@ class _Training:
         return loss, acc, train_eval_loss
 
     def run(self):
-        config = self.config
+        config, model, probe = self.config, self.model, self.probe
         steps, clip = config.train.steps, config.train.clip
         status = "completed"
         for step in range(steps + 1):
             self.step_reached = step
-            log_layers = step % config.log.every == 0 or step == steps
-            evaluate = step % config.log.eval_every == 0 or step == steps
+            logged = step % config.log.every == 0 or step == steps
             x, y = next(self.batches)
-            outputs = self.model.forward(x, train=True, record=log_layers)
+            probe.start(layer_stats=logged)  # gradient norms every step, the rest if logged
+            outputs = model.forward(x, train=True, probe=probe if logged else None)  # B, out
             loss, dlogits = self.loss_fn(outputs, y)
             row = {"step": step, "train_loss": loss, "lr": config.train.lr}
-            if not math.isfinite(loss):
-                # finite outputs whose loss overflows (e.g. 1e160 squared): the loss itself
-                where = self.model.locate_nonfinite() or {
-                    "pass": "forward",
-                    "layer": "output",
-                    "quantity": "loss",
-                }
-                self._diverged(step, where, row)
-                status = "diverged"
-                break
-            # norms are taken as each gradient is computed, while it is in cache
-            self.model.backward(dlogits, record=True, record_deltas=log_layers)
-            norms = list(self.model.grad_norms.values())
-            stats = self.model.layer_stats() if log_layers else None  # pre-clip
-            clipped = clip_gradients(self.grad_list, clip.mode, clip.threshold, norms)
-            row.update(
-                grad_norm=clipped.norm,
-                grad_norm_clipped=clipped.clipped_norm,
-                clip_factor=clipped.factor,
-                clip_cosine=clipped.cosine,
-            )
-            if not clipped.finite:
-                where = self.model.locate_nonfinite() or {  # finite entries, overflowing norm
-                    "pass": "backward",
-                    "layer": "unknown",
-                    "quantity": "gradient norm",
-                }
-                self._diverged(step, where, row, stats)
-                status = "diverged"
-                break
-            if evaluate:  # before the update, like everything else logged for this step
-                row["test_loss"], row["test_accuracy"], row["train_eval_loss"] = self.evaluate()
-                self.final.update(
-                    test_loss=row["test_loss"],
-                    test_accuracy=row["test_accuracy"],
-                    train_eval_loss=row["train_eval_loss"],
+            clipped = None
+            if math.isfinite(loss):
+                model.backward(dlogits, probe=probe)
+                clipped = clip_gradients(
+                    self.grad_list, clip.mode, clip.threshold, probe.grad_norms
                 )
+                row.update(
+                    grad_norm=clipped.norm,  # before clipping
+                    grad_norm_clipped=clipped.clipped_norm,
+                    clip_factor=clipped.factor,
+                    clip_cosine=clipped.cosine,
+                )
+            if clipped is None or not clipped.finite:  # a non-finite loss or gradient
+                self._diverged(step, row, layer_stats=logged and clipped is not None)
+                status = "diverged"
+                break
+            evaluated = step % config.log.eval_every == 0 or step == steps
+            if evaluated:  # before the update, like everything else logged for this step
+                row.update(self._evaluation())
             if step < steps:
-                self.optimizer.step(self.model.params, self.model.grads)
-            if log_layers:
-                if step < steps:  # ||update|| / ||W before the update||
-                    update_norms = self.optimizer.update_norms(
-                        dict(zip(self.model.grads, clipped.tensor_norms, strict=True))
-                    )
-                    stats["update_ratio"] = self.model.update_ratios(
-                        self.optimizer.updates, stats["weight_norm"], update_norms
-                    )
-                self._log_layers(step, stats)
+                self.optimizer.step(model.params, model.grads)
+                probe.after_step(self.optimizer, clipped.tensor_norms)
+            if logged or evaluated:
+                self._log(step, row, probe.layer_stats() if logged else None)
             self.final["train_loss"] = loss
-            if log_layers or evaluate:
-                self.writer.log_metrics(row)
-                self.writer.flush()
-            self._progress(step, loss, log_layers)
+            self._progress(step, loss, logged)
             if self.stop.signal_number is not None and step < steps:
                 status = "interrupted"
                 break
@@ -314,18 +299,33 @@ class _Training:
             self.progress_bar.close()
         return status, self.summary(status)
 
-    def _log_layers(self, step, stats):
-        self.writer.log_layers(step, stats)
-        if self.first_stats is None:
-            self.first_stats = stats
-        self.last_stats, self.last_logged_step = stats, step
+    def _evaluation(self) -> dict:
+        """``evaluate`` as metrics columns; also the run's final values so far."""
+        test_loss, test_accuracy, train_eval_loss = self.evaluate()
+        evaluation = dict(
+            test_loss=test_loss, test_accuracy=test_accuracy, train_eval_loss=train_eval_loss
+        )
+        self.final.update(evaluation)
+        return evaluation
 
-    def _diverged(self, step, where, row, stats=None):
-        self.divergence = {"step": step, **where}
+    def _log(self, step, row, stats):
+        """The step's metrics row and, if measured, its layer statistics; flushed together."""
         if stats is not None:
-            self._log_layers(step, stats)
+            self.writer.log_layers(step, stats)
+            if self.first_stats is None:
+                self.first_stats = stats
+            self.last_stats, self.last_logged_step = stats, step
         self.writer.log_metrics(row)
         self.writer.flush()
+
+    def _diverged(self, step, row, layer_stats):
+        """End the run at ``step``: record where it first went non-finite, and log the step
+        (its layer statistics too if ``layer_stats``: they were measured, before clipping)."""
+        where = self.probe.locate_nonfinite()
+        if where is None:
+            where = _UNLOCATED["loss" if not math.isfinite(row["train_loss"]) else "gradient norm"]
+        self.divergence = {"step": step, **where}
+        self._log(step, row, self.probe.layer_stats() if layer_stats else None)
 
     def _progress(self, step, loss, logged):
         bar = self.progress_bar

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from gradlab import runner
 from gradlab.cli import cli
 from gradlab.config import config_from_dict
-from gradlab.engine import MLP, mse
+from gradlab.engine import MLP, Probe, mse
 from gradlab.engine.model import memory_footprint
 
 
@@ -35,11 +35,25 @@ def _inputs(rows, seed=2):
 
 
 def _train_step(model, batch=16):
-    """One logged training step, as the runner takes it."""
-    outputs = model.forward(_inputs(batch, seed=3), train=True, record=True)
+    """One logged training step, as the runner takes it; returns its probe."""
+    probe = Probe(model)
+    probe.start(layer_stats=True)
+    outputs = model.forward(_inputs(batch, seed=3), train=True, probe=probe)
     _, dlogits = mse(outputs, np.zeros_like(outputs))
-    model.backward(dlogits, record=True)
-    model.layer_stats()
+    model.backward(dlogits, probe=probe)
+    probe.layer_stats()
+    return probe
+
+
+def _measure_again(probe, model):
+    """The probe's statistics taken anew from the arrays the last passes left."""
+    probe.start(layer_stats=True)
+    for block in model.blocks:
+        probe.forward(block)
+    probe.output_backward(model.output)
+    for block in reversed(model.blocks):
+        probe.backward(block)
+    return probe.layer_stats()
 
 
 def _held_arrays(model):
@@ -78,17 +92,17 @@ def test_predict_matches_where_sigmoid_takes_its_overflow_path(dtype):
 @pytest.mark.parametrize("norm", ["none", "batch", "layer"])
 def test_predict_leaves_training_state_and_memory_untouched(norm):
     model = _model(depth=6, activation="tanh", norm=norm)
-    _train_step(model)
+    probe = _train_step(model)
     held = [array.copy() for array in _held_arrays(model)]
     held_bytes = _held_bytes(model)
-    stats = model.layer_stats()
+    stats = _measure_again(probe, model)
     buffers = {name: value.copy() for name, value in model.buffers.items()}
     for rows in (50, 200, 16):  # new batch shapes, and the training one
         model.predict(_inputs(rows))
     assert _held_bytes(model) == held_bytes  # nothing new per layer or per shape
     for before, after in zip(held, _held_arrays(model), strict=True):
         np.testing.assert_array_equal(after, before)
-    for name, value in model.layer_stats().items():
+    for name, value in _measure_again(probe, model).items():
         np.testing.assert_array_equal(value, stats[name])
     for name, value in model.buffers.items():
         np.testing.assert_array_equal(value, buffers[name])
@@ -128,7 +142,7 @@ def test_predict_memory_does_not_grow_with_depth(norm):
 def test_footprint_counts_the_arrays_training_keeps(activation, norm, dtype):
     batch, depth = 16, 7
     model = _model(depth=depth, activation=activation, norm=norm, dtype=dtype)
-    _train_step(model, batch)
+    probe = _train_step(model, batch)
     model.predict(_inputs(100))  # evaluation adds nothing to count
     footprint = memory_footprint(6, 3, depth, 9, activation, norm, dtype, batch=batch)
     # the (batch, features) arrays; per-feature and per-sample vectors are left out
@@ -138,7 +152,7 @@ def test_footprint_counts_the_arrays_training_keeps(activation, norm, dtype):
         if array.ndim == 2 and array.shape[0] == batch and array.shape[1] > 1
     ]
     assert sum(array.nbytes for array in per_sample) == footprint["activations"]
-    statistics = sum(array.nbytes for array in [*model._ones.values(), *model._centred.values()])
+    statistics = sum(array.nbytes for array in [*probe._ones.values(), *probe._centred.values()])
     assert 0 < statistics <= footprint["statistics"]
     parameters = sum(value.nbytes for value in model.params.values())
     assert footprint["parameters"] == 2 * parameters  # values and gradients
@@ -161,9 +175,11 @@ def test_shared_input_gradients_change_no_result(activation, norm):
     x = _inputs(16, seed=3)
     results = []
     for model in (shared, own):
-        outputs = model.forward(x, train=True)
-        input_grad = model.backward(outputs - 1.0, input_grad=True, record=True)
-        results.append((input_grad, model.deltas(), model.grads, model.layer_stats()))
+        probe = Probe(model)
+        probe.start(layer_stats=True)
+        outputs = model.forward(x, train=True, probe=probe)
+        input_grad = model.backward(outputs - 1.0, input_grad=True, probe=probe)
+        results.append((input_grad, model.deltas(), model.grads, probe.layer_stats()))
     (input_grad, deltas, grads, stats), (input_grad_own, deltas_own, grads_own, stats_own) = results
     np.testing.assert_array_equal(input_grad, input_grad_own)
     for delta, delta_own in zip(deltas, deltas_own, strict=True):

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from gradlab.engine import MLP, mse
+from gradlab.engine import MLP, Probe, mse
 from gradlab.engine.layers import Sigmoid, Tanh
-from gradlab.engine.model import STAT_NAMES
+from gradlab.engine.norms import l2_norm
+from gradlab.engine.probe import STAT_NAMES
 from gradlab.errors import GradlabError
 
 
@@ -15,10 +16,31 @@ def _model(**kwargs):
     return MLP(**spec)
 
 
-def _step(model, x, y):
-    loss, dlogits = mse(model.forward(x), y)
-    model.backward(dlogits)
+def _step(model, x, y, probe=None):
+    loss, dlogits = mse(model.forward(x, probe=probe), y)
+    model.backward(dlogits, probe=probe)
     return loss
+
+
+def _probed(model, x, y=None):
+    """A probe that took every statistic of a forward (and, with ``y``, backward) pass."""
+    probe = Probe(model)
+    probe.start(layer_stats=True)
+    if y is None:
+        model.forward(x, probe=probe)
+    else:
+        _step(model, x, y, probe)
+    return probe
+
+
+class _Made:
+    """An optimizer that made ``updates`` and knows their norms (``known``) or not."""
+
+    def __init__(self, updates, known=None):
+        self.updates, self.known = updates, known
+
+    def update_norms(self, grad_norms):
+        return self.known
 
 
 def test_structure_and_names():
@@ -110,9 +132,11 @@ def test_layer_stats_shapes_and_values():
     rng = np.random.default_rng(4)
     model = _model(activation="sigmoid")
     x, y = rng.normal(size=(6, 5)), rng.normal(size=(6, 2))
-    _step(model, x, y)
+    probe = _probed(model, x, y)
+    assert np.isnan(probe.layer_stats()["update_ratio"]).all()  # no update made yet
     updates = {name: 0.1 * g for name, g in model.grads.items()}
-    stats = model.layer_stats(updates)
+    probe.after_step(_Made(updates), probe.grad_norms)
+    stats = probe.layer_stats()
     for values in stats.values():
         assert values.shape == (4,) and values.dtype == np.float64
     np.testing.assert_allclose(
@@ -129,7 +153,6 @@ def test_layer_stats_shapes_and_values():
     expected_ratio = 0.1 * np.linalg.norm(model.grads["layer1.weight"])
     expected_ratio /= np.linalg.norm(model.params["layer1.weight"])
     np.testing.assert_allclose(stats["update_ratio"][0], expected_ratio, rtol=1e-13)
-    assert np.isnan(model.layer_stats()["update_ratio"]).all()  # no updates given
 
 
 @pytest.mark.parametrize("dtype, disagreements", [(np.float64, 0), (np.float32, 1)])
@@ -152,16 +175,14 @@ def test_saturation_definitions():
     rng = np.random.default_rng(5)
     relu = _model(activation="relu", weight_scale=1.0)
     relu.params["layer2.bias"][:3] = -1e6  # three units of layer 2 can never fire
-    relu.forward(rng.normal(size=(8, 5)))
-    stats = relu.layer_stats()
+    stats = _probed(relu, rng.normal(size=(8, 5))).layer_stats()
     assert stats["saturation"][1] == pytest.approx(3 / 7)
     tanh = _model(activation="tanh", weight_scale=50.0)
-    tanh.forward(rng.normal(size=(8, 5)))
+    stats = _probed(tanh, rng.normal(size=(8, 5))).layer_stats()
     output = tanh.blocks[2].activation.output
-    assert tanh.layer_stats()["saturation"][2] == np.mean(np.abs(output) > 0.99) > 0.5
+    assert stats["saturation"][2] == np.mean(np.abs(output) > 0.99) > 0.5
     linear = _model(activation="linear")
-    linear.forward(rng.normal(size=(8, 5)))
-    assert (linear.layer_stats()["saturation"] == 0).all()
+    assert (_probed(linear, rng.normal(size=(8, 5))).layer_stats()["saturation"] == 0).all()
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -169,8 +190,7 @@ def test_activation_mean_and_std_are_float64_accurate(dtype):
     rng = np.random.default_rng(5)
     model = _model(activation="tanh", dtype=dtype, width=64)
     x = rng.normal(size=(32, 5)).astype(dtype)
-    _step(model, x, rng.normal(size=(32, 2)).astype(dtype))
-    stats = model.layer_stats()
+    stats = _probed(model, x, rng.normal(size=(32, 2)).astype(dtype)).layer_stats()
     for index, block in enumerate(model.blocks):
         output = block.activation.output
         assert output.dtype == dtype
@@ -179,61 +199,81 @@ def test_activation_mean_and_std_are_float64_accurate(dtype):
         assert stats["act_std"][index] == pytest.approx(std, rel=1e-12)
 
 
-def test_layer_stats_takes_the_gradient_norms_recorded_in_backward():
+def test_each_array_is_measured_once_per_step(monkeypatch):
+    """The layer statistics take the gradient norms the backward pass measured (for clipping)
+    instead of measuring them again: per logged step, one norm of each gradient, delta and
+    hidden weight; per other step, of each gradient only."""
+    import gradlab.engine.probe as probe_module
+
+    measured = []
+    monkeypatch.setattr(
+        probe_module, "l2_norm", lambda array: measured.append(id(array)) or l2_norm(array)
+    )
     rng = np.random.default_rng(6)
-    model = _model()
-    _, dlogits = mse(model.forward(rng.normal(size=(6, 5))), rng.normal(size=(6, 2)))
-    model.backward(dlogits, record=True)
-    computed = model.layer_stats()
-    model.grad_norms.update({"layer2.weight": 123.0, "layer4.bias": 4.5})  # not recomputed
-    stats = model.layer_stats()
-    assert stats["weight_grad_norm"][1] == 123.0 and stats["bias_grad_norm"][3] == 4.5
-    assert stats["weight_grad_norm"][0] == computed["weight_grad_norm"][0]
+    model = _model(norm="layer")
+    x, y = rng.normal(size=(6, 5)), rng.normal(size=(6, 2))
+    probe = _probed(model, x, y)
+    weights = [id(block.linear.params["weight"]) for block in model.blocks]
+    deltas = [id(delta) for delta in model.deltas()]
+    everything = [id(grad) for grad in model.grads.values()] + weights + deltas
+    assert sorted(measured) == sorted(everything)
+    stats = probe.layer_stats()
+    assert list(stats["weight_grad_norm"]) == probe.grad_norms[0:-2:4]  # layer l: W b gamma beta
+    measured.clear()
+    probe.start(layer_stats=False)
+    _step(model, x, y, probe)
+    assert sorted(measured) == sorted(id(grad) for grad in model.grads.values())
 
 
 @pytest.mark.parametrize("norm", ["none", "batch", "layer"])
-def test_statistics_recorded_during_the_passes_equal_those_computed_after(norm):
+def test_statistics_taken_during_the_passes_equal_those_computed_after(norm):
     rng = np.random.default_rng(8)
     x, y = rng.normal(size=(6, 5)), rng.normal(size=(6, 2))
-    recorded, plain = _model(norm=norm), _model(norm=norm)
-    _, dlogits = mse(recorded.forward(x, record=True), y)
-    recorded.backward(dlogits, record=True)
+    probed, plain = _model(norm=norm), _model(norm=norm)
+    probe = _probed(probed, x, y)
     _step(plain, x, y)
-    assert plain.grad_norms is None and list(recorded.grad_norms) == list(recorded.grads)
-    for name, value in recorded.grads.items():
-        assert recorded.grad_norms[name] == pytest.approx(np.linalg.norm(value), rel=1e-14)
-    expected = plain.layer_stats()
-    stats = recorded.layer_stats()
+    for name, value in plain.grads.items():  # probing changes nothing the model computes
+        np.testing.assert_array_equal(probed.grads[name], value, err_msg=name)
+    assert probe.grad_norms == [l2_norm(value) for value in plain.grads.values()]
+    mean_std = [Probe(plain).mean_std(block.activation.output) for block in plain.blocks]
+    expected = {
+        "weight_grad_norm": [l2_norm(plain.grads[f"layer{i}.weight"]) for i in range(1, 5)],
+        "bias_grad_norm": [l2_norm(plain.grads[f"layer{i}.bias"]) for i in range(1, 5)],
+        "delta_norm": [l2_norm(delta) for delta in plain.deltas()],
+        "weight_norm": [l2_norm(block.linear.params["weight"]) for block in plain.blocks],
+        "act_mean": [mean for mean, _ in mean_std],
+        "act_std": [std for _, std in mean_std],
+        "saturation": [block.activation.saturation() for block in plain.blocks],
+        "update_ratio": [np.nan] * 4,
+    }
+    stats = probe.layer_stats()
+    assert list(stats) == list(STAT_NAMES)
     for name in STAT_NAMES:
         np.testing.assert_array_equal(stats[name], expected[name], err_msg=name)
-    # without record_deltas the gradient norms are still recorded; layer_stats measures the
-    # deltas itself, with the same result
-    recorded.backward(dlogits, record=True, record_deltas=False)
-    assert recorded._delta_norms is None and list(recorded.grad_norms) == list(recorded.grads)
+    # a step without layer statistics still takes every gradient norm, and forgets the
+    # statistics of the last one
+    probe.start(layer_stats=False)
+    _step(probed, rng.normal(size=(6, 5)), y, probe)
+    assert probe.grad_norms == [l2_norm(value) for value in probed.grads.values()]
     for name in STAT_NAMES:
-        np.testing.assert_array_equal(recorded.layer_stats()[name], stats[name], err_msg=name)
-    # a later forward without record drops what the recorded one measured
-    recorded.forward(rng.normal(size=(6, 5)), train=False)
-    np.testing.assert_allclose(
-        recorded.layer_stats()["act_mean"],
-        [block.activation.output.mean() for block in recorded.blocks],
-        rtol=1e-14,
-    )
+        assert np.isnan(probe.layer_stats()[name]).all(), name
 
 
 def test_update_ratio_uses_the_weights_the_update_was_applied_to():
     model = _model()
     rng = np.random.default_rng(9)
-    model.forward(rng.normal(size=(6, 5)), record=True)
-    before = model.layer_stats()["weight_norm"]
+    probe = _probed(model, rng.normal(size=(6, 5)))
+    before = probe.layer_stats()["weight_norm"]
     updates = {"layer1.weight": np.full_like(model.params["layer1.weight"], 0.5)}
     model.params["layer1.weight"] -= updates["layer1.weight"]
-    ratios = model.update_ratios(updates, before)
+    probe.after_step(_Made(updates), probe.grad_norms)
+    ratios = probe.layer_stats()["update_ratio"]
     assert ratios[0] == pytest.approx(np.linalg.norm(updates["layer1.weight"]) / before[0])
     assert np.isnan(ratios[1:]).all()
     # known update norms (Optimizer.update_norms) are used instead of measuring the updates
     known = {"layer1.weight": 2.0, "layer2.weight": 3.0}
-    ratios = model.update_ratios(updates, before, known)
+    probe.after_step(_Made(updates, known), probe.grad_norms)
+    ratios = probe.layer_stats()["update_ratio"]
     np.testing.assert_allclose(ratios[:2], [2.0 / before[0], 3.0 / before[1]], rtol=1e-15)
     assert np.isnan(ratios[2:]).all()
 
@@ -242,6 +282,6 @@ def test_std_of_a_saturated_layer_does_not_cancel():
     """All outputs ~1: E[x^2] - mean^2 would cancel; the two-pass formula takes over."""
     model = _model()
     values = 1.0 - np.linspace(0.0, 1e-12, 64).reshape(8, 8)
-    mean, std = model._mean_std(values)
+    mean, std = Probe(model).mean_std(values)
     assert mean == pytest.approx(values.mean(), rel=1e-15)
     assert std == pytest.approx(values.std(), rel=1e-9)

@@ -14,6 +14,7 @@ import pytest
 
 from gradlab.engine import (
     MLP,
+    Probe,
     Sigmoid,
     Tanh,
     bce_with_logits,
@@ -340,12 +341,14 @@ def test_float32_model_stays_float32_and_reports_float64(norm, activation):
     model = MLP(5, 3, depth=3, width=8, activation=activation, norm=norm, dtype="float32", rng=rng)
     x = rng.normal(size=(6, 5))  # float64 input is cast
     labels = rng.integers(0, 3, size=6)
-    out = model.forward(x)
+    probe = Probe(model)
+    probe.start(layer_stats=True)
+    out = model.forward(x, probe=probe)
     assert out.dtype == np.float32
     loss, dlogits = cross_entropy(out, labels)
     assert isinstance(loss, float) and math.isfinite(loss)
     assert dlogits.dtype == np.float32
-    dx = model.backward(dlogits, input_grad=True)
+    dx = model.backward(dlogits, input_grad=True, probe=probe)
     assert dx.dtype == np.float32
     for layer in model.layers:
         assert layer.output.dtype == np.float32, type(layer).__name__
@@ -356,7 +359,7 @@ def test_float32_model_stays_float32_and_reports_float64(norm, activation):
         assert buffer.dtype == np.float32, name
     for delta in model.deltas():
         assert delta.dtype == np.float32
-    stats = model.layer_stats()
+    stats = probe.layer_stats()
     for name, values in stats.items():
         assert values.dtype == np.float64, name
         assert values.shape == (3,), name
@@ -372,9 +375,13 @@ def test_float32_model_stays_float32_and_reports_float64(norm, activation):
 def test_layer_stats_see_vanishing_gradients():
     """A weight gradient of 1e-200 shows up as 1e-199 (not 0) in the per-layer stats."""
     model = MLP(4, 1, depth=2, width=25, rng=np.random.default_rng(2))
+    model.backward(model.forward(np.random.default_rng(3).normal(size=(5, 4))))
     model.grads["layer1.weight"][...] = 1e-200
     model.grads["layer1.bias"][...] = 1e-40
+    probe = Probe(model)
+    probe.start(layer_stats=True)
     with _strict():
-        stats = model.layer_stats()
+        probe.backward(model.blocks[0])  # as MLP.backward calls it after layer 1's backward
+        stats = probe.layer_stats()
     assert stats["weight_grad_norm"][0] == pytest.approx(10.0 * 1e-200, rel=1e-12)
     assert stats["bias_grad_norm"][0] == pytest.approx(5.0 * 1e-40, rel=1e-12)

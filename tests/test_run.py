@@ -14,6 +14,7 @@ import yaml
 
 import gradlab
 from gradlab.config import config_from_dict
+from gradlab.engine.probe import STAT_NAMES
 from gradlab.results import read_run
 from gradlab.runner import _Training, run_config
 
@@ -229,6 +230,162 @@ def test_divergence_is_a_result_with_step_pass_and_layer(write_config, tmp_path)
     last = run.metrics
     assert not (math.isfinite(last["train_loss"][-1]) and math.isfinite(last["grad_norm"][-1]))
     json.loads((run.path / "summary.json").read_text())  # strict JSON despite inf/nan
+
+
+def _gradient_turns(value, at_step, batch_size):
+    """A ``get_loss`` whose training loss (the batches of ``batch_size``) gives, at step
+    ``at_step``, the gradient ``value`` everywhere, or (``value`` None) an infinite loss."""
+    from gradlab.engine import get_loss
+
+    def make(name):
+        loss_fn, steps = get_loss(name), []
+
+        def loss(outputs, targets):
+            result = loss_fn(outputs, targets)
+            if outputs.shape[0] != batch_size:  # evaluation
+                return result
+            steps.append(None)
+            if len(steps) - 1 != at_step:
+                return result
+            if value is None:
+                return math.inf, result[1]
+            return result[0], np.full_like(result[1], value)
+
+        return loss
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        (None, {"pass": "forward", "layer": "output", "quantity": "loss"}),
+        (np.inf, {"pass": "backward", "layer": "output", "quantity": "weight gradient"}),
+        # finite gradients whose global norm overflows (each weight gradient ~1e307)
+        (3e306, {"pass": "backward", "layer": "unknown", "quantity": "gradient norm"}),
+    ],
+    ids=["loss", "gradient", "norm"],
+)
+@pytest.mark.parametrize("every", [1, 2])
+def test_a_run_diverges_one_way_wherever_it_goes_non_finite(
+    value, where, every, write_config, tmp_path, monkeypatch
+):
+    """Step 3 goes non-finite: the run ends there as diverged, with the place; the step's
+    metrics row is written and, at a logged step whose backward ran, its layer statistics
+    (before clipping, no update ratio)."""
+    from gradlab import runner
+
+    monkeypatch.setattr(runner, "get_loss", _gradient_turns(value, 3, batch_size=32))
+    run = _run(write_config, tmp_path, {"log.every": every, "log.eval_every": 100})
+    assert run.status == "diverged" and run.meta["step_reached"] == 3
+    assert run.summary["divergence"] == run.meta["divergence"] == {"step": 3, **where}
+    assert run.metrics["step"][-1] == 3
+    logged = every == 1 and value is not None
+    assert (run.layers["step"] == 3).sum() == (6 if logged else 0)
+    assert run.summary["layers"]["final"]["step"] == (3 if logged else 2)
+    if value is None:
+        assert math.isinf(run.metrics["train_loss"][-1]) and np.isnan(run.metrics["grad_norm"][-1])
+        return
+    assert math.isfinite(run.metrics["train_loss"][-1])
+    assert not math.isfinite(run.metrics["grad_norm"][-1])
+    if logged:
+        last = run.layers["step"] == 3
+        assert np.isnan(run.layers["update_ratio"][last]).all()
+        assert not (run.layers["weight_grad_norm"][last] < 1e300).any()  # huge, inf or nan
+
+
+def test_logging_every_step_changes_no_number(write_config, tmp_path):
+    """Measuring the layers at every step (a probe in every forward) leaves the training
+    bit for bit what it is when they are measured every 4th step."""
+    runs = [
+        _run(
+            write_config, tmp_path, {"log.every": every, "train.clip.mode": "norm"}, out=f"{every}"
+        )
+        for every in (1, 4)
+    ]
+    rows = [(run.path / "layers.csv").read_text().splitlines() for run in runs]
+    common = [row for row in rows[0] if row.split(",")[0] in ("step", "0", "4", "8", "20")]
+    assert common == [row for row in rows[1] if row.split(",")[0] in ("step", "0", "4", "8", "20")]
+    metrics = [(run.path / "metrics.csv").read_text().splitlines() for run in runs]
+    assert set(metrics[1]) <= set(metrics[0]) and len(metrics[1]) == 8  # header, 0, 4 .. 20
+    assert runs[0].summary == runs[1].summary
+
+
+def test_layers_csv_holds_what_a_plain_replay_of_the_run_measures(tmp_path):
+    """Every logged row against the same training replayed without a probe (plain engine
+    calls) and measured with numpy: gradient norms before clipping, ||W|| and the activations
+    before the update, update_ratio = ||the clipped step|| / ||W before it||."""
+    from gradlab import runner
+    from gradlab.data import make_dataset
+    from gradlab.engine import clip_gradients, get_loss, make_optimizer
+
+    config = config_from_dict(
+        {
+            "data": {"n_train": 128, "n_test": 64, "input_dim": 8},
+            "model": {"depth": 4, "width": 16, "norm": "layer"},
+            "train": {
+                "steps": 7,
+                "batch_size": 32,
+                "lr": 0.1,
+                "clip": {"mode": "norm", "threshold": 0.05},
+            },
+            "log": {"every": 3, "eval_every": 100},
+        }
+    )
+    run = run_config(config, out=tmp_path / "run")
+    data_seed, init_seed, batch_seed = runner._seed_streams(config)
+    dataset = make_dataset(config, np.random.default_rng(data_seed))
+    model = runner.build_model(config, np.random.default_rng(init_seed))
+    batches = runner._batches(
+        dataset.x_train, dataset.y_train, 32, np.random.default_rng(batch_seed)
+    )
+    loss_fn, optimizer = get_loss(config.resolved_loss), make_optimizer("sgd", 0.1)
+    grads = list(model.grads.values())
+    expected = []
+    for step in range(8):
+        x, y = next(batches)
+        model.backward(loss_fn(model.forward(x), y)[1])
+        logged = step % 3 == 0 or step == 7
+        if logged:
+            outputs = [block.activation.output for block in model.blocks]
+            row = {
+                "weight_grad_norm": [
+                    np.linalg.norm(model.grads[f"layer{i}.weight"]) for i in (1, 2, 3, 4)
+                ],
+                "bias_grad_norm": [
+                    np.linalg.norm(model.grads[f"layer{i}.bias"]) for i in (1, 2, 3, 4)
+                ],
+                "delta_norm": [np.linalg.norm(delta) for delta in model.deltas()],
+                "weight_norm": [
+                    np.linalg.norm(model.params[f"layer{i}.weight"]) for i in (1, 2, 3, 4)
+                ],
+                "act_mean": [np.mean(output) for output in outputs],
+                "act_std": [np.std(output) for output in outputs],
+                "saturation": [np.mean((out < 0.01) | (out > 0.99)) for out in outputs],
+                "update_ratio": [np.nan] * 4,
+            }
+        clip_gradients(grads, "norm", 0.05)
+        if step < 7:
+            optimizer.step(model.params, model.grads)
+            if logged:
+                row["update_ratio"] = [
+                    np.linalg.norm(0.1 * model.grads[f"layer{i}.weight"]) / norm
+                    for i, norm in zip((1, 2, 3, 4), row["weight_norm"], strict=True)
+                ]
+        if logged:
+            expected.append(row)
+    layers = run.layers
+    assert list(np.unique(layers["step"])) == [0, 3, 6, 7]
+    summed = ("act_mean", "act_std", "update_ratio")  # numpy sums these in another order
+    for index, row in enumerate(expected):
+        assert set(row) == set(STAT_NAMES)  # a new statistic needs its replay here too
+        rows = slice(4 * index, 4 * index + 4)
+        for name in STAT_NAMES:
+            if name in summed:
+                np.testing.assert_allclose(layers[name][rows], row[name], rtol=1e-14, err_msg=name)
+            else:
+                np.testing.assert_array_equal(layers[name][rows], row[name], err_msg=name)
+    assert (run.metrics["clip_factor"] < 1).all()  # the clipped steps were measured
 
 
 def test_existing_output_directory_needs_force(write_config, tmp_path):

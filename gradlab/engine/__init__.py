@@ -1,8 +1,8 @@
 """gradlab's numerical core: numpy only (never click, yaml or matplotlib).
 
-Layers with hand-written backward passes, an MLP built from them, losses, clipping,
-optimizers, initializers and robust norms. Everything takes an explicit dtype and an
-explicit ``np.random.Generator``.
+Layers with hand-written backward passes, an MLP built from them, a probe that measures
+per-layer statistics as the MLP runs, losses, clipping, optimizers, initializers and robust
+norms. Everything takes an explicit dtype and an explicit ``np.random.Generator``.
 """
 
 from gradlab.engine.activations import (
@@ -28,6 +28,7 @@ from gradlab.engine.losses import LOSSES, bce_with_logits, cross_entropy, get_lo
 from gradlab.engine.model import MLP, HiddenBlock
 from gradlab.engine.norms import combine_norms, l2_norm
 from gradlab.engine.optim import SGD, Adam, make_optimizer
+from gradlab.engine.probe import Probe
 
 __all__ = [
     "ACTIVATIONS",
@@ -45,6 +46,7 @@ __all__ = [
     "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "Probe",
     "ReLU",
     "SiLU",
     "Sigmoid",

@@ -58,7 +58,7 @@ def _coefficient(norm: float, max_norm: float) -> float:
 
 
 def _tensor_norms(grads: Sequence[np.ndarray], norms: Sequence[float] | None) -> list[float]:
-    """Each gradient's norm: given (e.g. ``MLP.grad_norms``, taken while hot) or computed."""
+    """Each gradient's norm: given (e.g. ``Probe.grad_norms``, taken while hot) or computed."""
     if norms is None:
         return [l2_norm(g) for g in grads]
     if len(norms) != len(grads):
