@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from gradlab import analysis, theory
+from gradlab import analysis, theory, theory_batchnorm
 from gradlab.engine import MLP, get_loss, l2_norm
 
 NONLINEAR = ("relu", "tanh", "sigmoid")
@@ -64,7 +64,7 @@ def test_relu_at_batch_8_is_1_337_not_the_old_approximation():
 def test_pair_rule_reproduces_moments_of_a_normalized_batch(batch_size):
     """z uniform on |z|^2 = B orthogonal to 1: E z_1^2 = 1, E z_1 z_2 = -1 / (B - 1),
     E z_1^4 = 3 (B - 1) / (B + 1); P(z_1 > 0, z_2 > 0) is the Gaussian orthant probability."""
-    z1, z2, weights = theory._batch_pair_rule(batch_size)
+    z1, z2, weights = theory_batchnorm._batch_pair_rule(batch_size)
     assert weights.sum() == pytest.approx(1.0, abs=1e-14)
     assert weights @ z1**2 == pytest.approx(1.0, rel=1e-12)
     assert weights @ (z1 * z2) == pytest.approx(-1 / (batch_size - 1), rel=1e-12)
@@ -87,7 +87,7 @@ def test_rate_needs_a_batch_of_4_and_is_cached_bit_for_bit():
         theory.batch_coupled_rate(np.tanh, lambda u: 1 - np.tanh(u) ** 2, 3)
     first = theory.predict("tanh", 1.0, norm="batch", batch_size=12).factor
     theory._batchnorm_rate.cache_clear()
-    theory._batch_pair_rule.cache_clear()
+    theory_batchnorm._batch_pair_rule.cache_clear()
     assert theory.predict("tanh", 1.0, norm="batch", batch_size=12).factor == first
 
 

@@ -23,9 +23,10 @@ from gradlab.engine.clip import (
     clip_gradients,
     global_norm,
 )
-from gradlab.engine.layers import BatchNorm, Identity, LayerNorm, Linear, ReLU, Sigmoid, Tanh
+from gradlab.engine.layers import Identity, Linear, ReLU, Sigmoid, Tanh
 from gradlab.engine.losses import LOSSES, bce_with_logits, cross_entropy, get_loss, mse
 from gradlab.engine.model import MLP, HiddenBlock
+from gradlab.engine.normalization import BatchNorm, LayerNorm
 from gradlab.engine.norms import combine_norms, l2_norm
 from gradlab.engine.optim import SGD, Adam, make_optimizer
 from gradlab.engine.probe import Probe

@@ -16,7 +16,8 @@ import numpy as np
 from gradlab import vocabulary
 from gradlab.engine.activations import ACTIVATIONS, make_activation
 from gradlab.engine.init import init_bias, init_weight
-from gradlab.engine.layers import Activation, BatchNorm, LayerNorm, Linear
+from gradlab.engine.layers import Activation, Linear
+from gradlab.engine.normalization import BatchNorm, LayerNorm
 from gradlab.errors import EngineError
 
 NORMS = vocabulary.NORMS
