@@ -74,7 +74,7 @@ class Linear(Layer):
     (valid until any of them runs backward again), else into the layer's own.
     """
 
-    train_arrays = 1  # h (for ``output`` and ``locate_nonfinite``); dL/dx: see workspace
+    train_arrays = 1  # h (for ``output`` and ``Probe.locate_nonfinite``); dL/dx: see workspace
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, dtype=np.float64):
         super().__init__(dtype)
