@@ -94,20 +94,22 @@ def _expectation(entry: Activation, function: Callable, q: float) -> float:
 
 def second_moment(activation, q: float) -> float:
     """E[phi(u)^2] for u ~ N(0, q) (raw, not centred)."""
-    entry = activation_entry(activation)
-    closed = entry.closed_moments(q)
-    if closed is not None:
-        return closed[0]
-    return _expectation(entry, lambda u: entry.phi(u) ** 2, q)
+    return _square_moment(activation, q, derivative=False)
 
 
 def derivative_moment(activation, q: float) -> float:
     """E[phi'(u)^2] for u ~ N(0, q)."""
+    return _square_moment(activation, q, derivative=True)
+
+
+def _square_moment(activation, q: float, derivative: bool) -> float:
+    """E[f(u)^2], f = phi' or phi: the entry's closed form where it has one, else quadrature."""
     entry = activation_entry(activation)
     closed = entry.closed_moments(q)
     if closed is not None:
-        return closed[1]
-    return _expectation(entry, lambda u: entry.derivative(u) ** 2, q)
+        return closed[1 if derivative else 0]
+    function = entry.derivative if derivative else entry.phi
+    return _expectation(entry, lambda u: function(u) ** 2, q)
 
 
 def variance(activation, q: float) -> float:
