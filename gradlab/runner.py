@@ -117,16 +117,32 @@ def predict_theory(config: Config, q0: float) -> dict:
     """Mean-field prediction for this network at initialization (see gradlab.theory)."""
     init = config.model.init
     effective_scale = init.weight_scale * _EFFECTIVE_SCALE[init.scheme]
-    prediction = theory.predict(
-        config.model.activation,
-        effective_scale,
-        init.bias_scale,
-        norm=config.model.norm,
-        q0=q0,
-        batch_size=config.resolved_batch_size,
-        tol=config.analysis.tol,
-        leaky_slope=config.model.leaky_slope,
-    )
+    try:
+        prediction = theory.predict(
+            config.model.activation,
+            effective_scale,
+            init.bias_scale,
+            norm=config.model.norm,
+            q0=q0,
+            batch_size=config.resolved_batch_size,
+            tol=config.analysis.tol,
+            leaky_slope=config.model.leaky_slope,
+        )
+    except OverflowError:  # e.g. weight_scale 1e200: sigma_w^2 is beyond the float range
+        prediction = theory.Prediction(
+            config.model.activation,
+            effective_scale,
+            init.bias_scale,
+            config.model.norm,
+            q0,
+            q_star=None,
+            chi_1=None,
+            factor=None,
+            regime="unknown",
+            critical_weight_scale=None,
+            applicable=False,
+            reason="no prediction: sigma_w^2, sigma_b^2 or q0 overflows a float",
+        )
     result = prediction.to_dict()
     result["applies_to"] = "initialization"
     return result

@@ -501,3 +501,15 @@ def test_step_0_is_measured_before_any_update(write_config, tmp_path):
     for column in ("train_loss", "test_loss", "train_eval_loss", "grad_norm"):
         assert trained.metrics[column][0] == untrained.metrics[column][0], column
     assert trained.metrics["test_loss"][1] != trained.metrics["test_loss"][0]
+
+
+def test_a_weight_scale_whose_square_overflows_has_no_theory_and_no_traceback(
+    write_config, tmp_path
+):
+    """sigma_w = 1e200 trains (and diverges or not) like any run; its theory is absent, with
+    the reason, not a traceback from sigma_w^2."""
+    run = _run(write_config, tmp_path, {"model.init.weight_scale": 1e200, "train.steps": 1})
+    theory = run.summary["theory"]
+    assert theory["applicable"] is False
+    assert theory["factor"] is None and theory["regime"] == "unknown"
+    assert "overflows" in theory["reason"]
