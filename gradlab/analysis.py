@@ -178,15 +178,17 @@ def differing_keys(configs: Iterable[Mapping], ignore: Sequence[str] = ("name",)
     ]
 
 
-def order_key(flat: Mapping, keys: Sequence[str]) -> tuple:
-    """Sort key over ``keys`` of a flat config: numbers numerically, before text; missing last."""
+def order_key(flat: Mapping, keys: Sequence[str], text_first: bool = False) -> tuple:
+    """Sort key over ``keys`` of a flat config: numbers numerically, text by its str, missing
+    last; numbers before text, or after it with ``text_first``."""
+    number_rank, text_rank = (1, 0) if text_first else (0, 1)
     parts = []
     for key in keys:
         value = flat.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
-            parts.append((0, float(value), ""))
+            parts.append((number_rank, float(value), ""))
         else:
-            parts.append((1 if value is not None else 2, 0.0, str(value)))
+            parts.append((text_rank if value is not None else 2, 0.0, str(value)))
     return tuple(parts)
 
 

@@ -30,7 +30,7 @@ from functools import partial
 from operator import itemgetter
 from pathlib import Path
 
-from gradlab.analysis import differing_keys, factor_summary, flatten
+from gradlab.analysis import differing_keys, factor_summary, flatten, order_key
 from gradlab.config import config_from_dict
 from gradlab.errors import GradlabError
 from gradlab.formatting import config_text, number_text
@@ -73,7 +73,8 @@ def summary_rows(paths, group_by_seed: bool = False) -> Summary:
     runs = [read_run(path) for path in run_paths]
     keys = differing_keys([run.config for run in runs], ignore=("name", "log.every"))
     keys.sort(key=lambda key: key == "seed")  # seed last: the seeds of a point together
-    runs.sort(key=lambda run: _sort_key(flatten(run.config), keys))  # depth 2 before 10
+    # depth 2 before 10; text before numbers (genfromtxt, see above)
+    runs.sort(key=lambda run: order_key(flatten(run.config), keys, text_first=True))
     names = [run.name for run in runs]
     if len(set(names)) < len(names):  # e.g. one config run with several --set: use the folders
         names = [run.path.name for run in runs]
@@ -169,19 +170,6 @@ def _tally(values) -> str:
 
 def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _sort_key(flat: dict, keys: list[str]) -> tuple:
-    """Order runs by their varying values: text first (for genfromtxt, see above), then numbers
-    numerically; missing last."""
-    parts = []
-    for key in keys:
-        value = flat.get(key)
-        if _is_number(value):
-            parts.append((1, float(value), ""))
-        else:
-            parts.append((0 if value is not None else 2, 0.0, str(value)))
-    return tuple(parts)
 
 
 def _measured_text(value, digits: int = 4) -> str:
