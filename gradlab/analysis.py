@@ -192,6 +192,27 @@ def order_key(flat: Mapping, keys: Sequence[str], text_first: bool = False) -> t
     return tuple(parts)
 
 
+def shortest_suffixes(keys: Sequence[str], others: Iterable[str], reserved=()) -> list[str]:
+    """Each dotted key's shortest dotted suffix that no other key in ``keys`` or ``others``
+    ends with and that is not ``reserved`` ('model.init.weight_scale' -> 'weight_scale');
+    the whole key where every shorter suffix clashes."""
+
+    def suffix(key: str, parts: int) -> str:
+        return ".".join(key.split(".")[-parts:])
+
+    rivals = set(keys) | set(others)
+    labels = []
+    for key in keys:
+        parts = 1
+        while suffix(key, parts) != key and (
+            suffix(key, parts) in reserved
+            or any(suffix(other, parts) == suffix(key, parts) for other in rivals - {key})
+        ):
+            parts += 1
+        labels.append(suffix(key, parts))
+    return labels
+
+
 def short_key(key: str) -> str:
     """The last part of a dotted key ('model.init.weight_scale' -> 'weight_scale')."""
     return key.rsplit(".", 1)[-1]

@@ -30,7 +30,13 @@ from functools import partial
 from operator import itemgetter
 from pathlib import Path
 
-from gradlab.analysis import differing_keys, factor_summary, flatten, order_key
+from gradlab.analysis import (
+    differing_keys,
+    factor_summary,
+    flatten,
+    order_key,
+    shortest_suffixes,
+)
 from gradlab.config import config_from_dict
 from gradlab.errors import GradlabError
 from gradlab.formatting import config_text, number_text
@@ -177,25 +183,6 @@ def _measured_text(value, digits: int = 4) -> str:
     return number_text(value, f".{digits}g")
 
 
-def _labels(keys: list[str], all_keys) -> list[str]:
-    """Each key's shortest dotted suffix that no other config key ends with and no column of
-    the summary is called."""
-
-    def suffix(key: str, parts: int) -> str:
-        return ".".join(key.split(".")[-parts:])
-
-    labels = []
-    for key in keys:
-        parts = 1
-        while suffix(key, parts) != key and (
-            suffix(key, parts) in _OWN_COLUMNS
-            or any(suffix(other, parts) == suffix(key, parts) for other in all_keys - {key})
-        ):
-            parts += 1
-        labels.append(suffix(key, parts))
-    return labels
-
-
 def format_summary(summary: Summary, fmt: str = "table") -> str:
     """Render a summary; csv and json keep full dotted keys, the run path and (grouped) each
     measured value's mean, std and count."""
@@ -206,7 +193,7 @@ def format_summary(summary: Summary, fmt: str = "table") -> str:
         return _csv(keys, rows)
     if fmt != "table":
         raise GradlabError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    labels = _labels(keys, summary.all_keys | set(keys))
+    labels = shortest_suffixes(keys, summary.all_keys, reserved=_OWN_COLUMNS)
     columns = [(label, _config_cell(key)) for label, key in zip(labels, keys, strict=True)]
     if grouped:  # a point has no name; its count of runs instead
         columns += [("count", lambda row: str(row["count"])), ("status", itemgetter("status"))]

@@ -179,3 +179,15 @@ def test_order_key_sorts_numbers_numerically_before_text():
     flats = [{"lr": 10.149}, {"lr": 2.0}, {"lr": "auto"}, {"lr": 14}, {}, {"lr": 6.0}]
     ordered = sorted(flats, key=lambda flat: analysis.order_key(flat, ["lr"]))
     assert [flat.get("lr") for flat in ordered] == [2.0, 6.0, 10.149, 14, "auto", None]
+
+
+def test_shortest_suffixes_are_unambiguous_and_end_at_the_whole_key():
+    keys = ["model.batchnorm.eps", "model.layernorm.eps", "model.depth"]
+    assert analysis.shortest_suffixes(keys, ()) == ["batchnorm.eps", "layernorm.eps", "depth"]
+    # a key that is another's suffix stops at itself (no endless search)
+    assert analysis.shortest_suffixes(["a.b", "b"], ()) == ["a.b", "b"]
+    # clashing with a key outside the list or with a reserved name also lengthens it
+    assert analysis.shortest_suffixes(["train.momentum"], {"model.batchnorm.momentum"}) == [
+        "train.momentum"
+    ]
+    assert analysis.shortest_suffixes(["data.seed"], (), reserved=("seed",)) == ["data.seed"]

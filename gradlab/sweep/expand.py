@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gradlab.analysis import shortest_suffixes
 from gradlab.config import (
     NAME_MAX_LENGTH,
     NAME_PATTERN,
@@ -118,9 +119,10 @@ def expand_sweep(
         raise ConfigError(f"set: must be a mapping of key.path: value, got {fixed!r}", "set")
     base_mapping = apply_overrides(base_mapping, fixed, "set")
     axes = _axes(spec)
-    command_line_set = _command_line_set(overrides, [key for keys, _ in axes for key in keys])
+    varied = [key for keys, _ in axes for key in keys]
+    command_line_set = _command_line_set(overrides, varied)
     base_mapping = apply_overrides(base_mapping, command_line_set, "--set")
-    labels = _labels([key for keys, _ in axes for key in keys])
+    labels = dict(zip(varied, shortest_suffixes(varied, ()), strict=True))
     points = []
     for index, overrides in enumerate(_combinations(axes)):
         point_name = point_name_for(overrides, labels)
@@ -296,21 +298,6 @@ def _combinations(axes: list[tuple[list[str], list[tuple]]]):
         for (keys, _), row in zip(axes, rows, strict=True):
             overrides.update(zip(keys, row, strict=True))
         yield overrides
-
-
-def _labels(keys: list[str]) -> dict[str, str]:
-    """Each key path's label in a name: its shortest dotted suffix no other key ends with."""
-
-    def suffix(key: str, length: int) -> str:
-        return ".".join(key.split(".")[-length:])
-
-    labels = {}
-    for key in keys:
-        length = 1
-        while any(suffix(other, length) == suffix(key, length) for other in keys if other != key):
-            length += 1
-        labels[key] = suffix(key, length)
-    return labels
 
 
 def format_name_value(value: Any) -> str:
