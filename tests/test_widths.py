@@ -360,7 +360,7 @@ def test_figures_mark_the_width_changes(bottleneck):
     figure = gradient_by_layer(bottleneck)
     assert figure.gradlab_shown["width_changes"] == [2.5, 3.5]
     assert figure.gradlab_shown["M"] == bottleneck.summary["gradient_factor"]["init"]["delta"]
-    texts = [text.get_text() for text in figure.axes[0].texts]
-    assert texts == ["N=16", "N=4", "N=16"]
+    (top,) = figure.axes[0].child_axes  # the widths, above the layers
+    assert [label.get_text() for label in top.get_xticklabels()] == ["N=16", "N=4", "N=16"]
     heatmap = layer_heatmap(bottleneck, "weight_grad_norm")
     assert heatmap.gradlab_shown["width_changes"] == [2.5, 3.5]

@@ -119,26 +119,18 @@ def gradient_by_layer(run: Run) -> Figure:
 
 def mark_width_changes(axes, widths, vertical: bool = True) -> list[float]:
     """A dashed line between layers of different widths (vertical: layers on the x axis,
-    each stretch's width written at the top; else horizontal, layers on y); the positions."""
+    each stretch's width named on a top axis; else horizontal, layers on y); the positions."""
     changes = [layer + 0.5 for layer in range(1, len(widths)) if widths[layer] != widths[layer - 1]]
     edges = [0.5, *changes, len(widths) + 0.5]
     for ax in axes:
         for position in changes:
             line = ax.axvline if vertical else ax.axhline
             line(position, color="0.6", linestyle="--", linewidth=0.8)
-        if not vertical:
-            continue
-        for start, end in itertools.pairwise(edges):
-            ax.text(
-                (start + end) / 2,
-                1.0,
-                f"N={widths[math.ceil(start) - 1]}",
-                transform=ax.get_xaxis_transform(),
-                fontsize=7,
-                color="0.4",
-                ha="center",
-                va="bottom",
-            )
+        if vertical:
+            top = ax.secondary_xaxis("top")
+            centres = [(start + end) / 2 for start, end in itertools.pairwise(edges)]
+            top.set_xticks(centres, [f"N={widths[math.ceil(start) - 1]}" for start in edges[:-1]])
+            top.tick_params(length=0, labelsize=7, labelcolor="0.4")
     return changes
 
 
