@@ -24,19 +24,10 @@ from gradlab.runner import estimate_memory, theory_at_init
 WIDTHS = [12, 12, 5, 12, 12, 7]  # a bottleneck at layer 3, a narrow last layer
 
 
-def _model(widths=WIDTHS, norm="none", activation="tanh", init="normal", dtype="float64"):
-    return MLP(
-        input_dim=4,
-        output_dim=3,
-        depth=len(widths),
-        width=widths,
-        activation=activation,
-        norm=norm,
-        init=init,
-        bias_scale=0.2,
-        dtype=dtype,
-        rng=np.random.default_rng(5),
-    )
+def _model(norm="none", activation="tanh", init="normal", dtype="float64"):
+    """A network of WIDTHS on 4 inputs and 3 outputs."""
+    options = {"activation": activation, "norm": norm, "init": init, "dtype": dtype}
+    return MLP(4, 3, len(WIDTHS), WIDTHS, bias_scale=0.2, rng=np.random.default_rng(5), **options)
 
 
 # ---- config -------------------------------------------------------------------------
