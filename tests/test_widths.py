@@ -355,3 +355,31 @@ def test_figures_mark_the_width_changes(bottleneck):
     assert [label.get_text() for label in top.get_xticklabels()] == ["N=16", "N=4", "N=16"]
     heatmap = layer_heatmap(bottleneck, "weight_grad_norm")
     assert heatmap.gradlab_shown["width_changes"] == [2.5, 3.5]
+
+
+def test_a_run_without_summary_json_gets_the_same_m_and_steps(bottleneck, tmp_path):
+    """A killed run: the report and the figures fit with the function that writes summary.json."""
+    import shutil
+
+    from gradlab.figures.common import factor_of
+    from gradlab.report import summary_rows
+    from gradlab.results import read_run
+
+    copy = tmp_path / "killed"
+    shutil.copytree(bottleneck.path, copy, ignore=shutil.ignore_patterns("plots"))
+    (copy / "summary.json").unlink()
+    recorded = bottleneck.summary["gradient_factor"]["init"]
+    (row,) = summary_rows([copy]).rows
+    assert row["M_init"] == recorded["delta"]
+    assert row["M_theory"] == bottleneck.summary["theory"]["factor"]
+    assert factor_of(read_run(copy))["width_steps"] == recorded["width_steps"]
+
+
+def test_batchnorm_keeps_its_theory_with_a_fan_out_scheme():
+    """BatchNorm's factor does not depend on sigma_w, so xavier's changing scale does not matter."""
+    config = config_from_dict(
+        {"model": {"depth": 3, "width": [8, 4, 8], "norm": "batch", "init": {"scheme": "xavier"}}}
+    )
+    prediction = theory_at_init(config)
+    assert prediction["applicable"] is True and prediction["factor"] > 1
+    assert prediction["width_factors"] == theory_widths.width_factors([8, 4, 8])
