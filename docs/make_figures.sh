@@ -101,6 +101,11 @@ $GRADLAB summary "$OUT/phase_diagram" | tee "$OUT/phase_diagram_summary.txt"
 plot phase_diagram
 figure phase_diagram/plots/phase_factor.png phase_diagram
 
+# 8. a bottleneck: hidden layers of different widths
+run bottleneck widths/bottleneck
+plot widths
+figure widths/bottleneck/plots/gradient_by_layer.png bottleneck_gradient_by_layer
+
 if ((RUNS_ONLY)); then
     echo "reports in $OUT/"
     exit 0
