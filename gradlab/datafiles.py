@@ -156,8 +156,10 @@ def _npz_headers(path: Path, archive: zipfile.ZipFile) -> dict:
     for name in NPZ_ARRAYS:
         if name not in members:
             found = ", ".join(sorted(members)) or "none"
-            raise _fail(path, f"has no array '{name}' (arrays: {found}); a .npz needs "
-                        f"{', '.join(NPZ_ARRAYS)}")
+            raise _fail(
+                path,
+                f"has no array '{name}' (arrays: {found}); a .npz needs {', '.join(NPZ_ARRAYS)}",
+            )
         with archive.open(members[name]) as member:
             try:
                 version = np.lib.format.read_magic(member)
@@ -205,8 +207,11 @@ def _check_finite(path, name: str, array: np.ndarray, columns: list[str] | None 
     if column:
         label = f"'{columns[column[0]]}'" if columns else str(column[0] + 1)
         where += f", column {label}"
-    raise _fail(path, f"{name} holds {array[tuple(np.argwhere(bad)[0])]} at {where}; "
-                "gradlab needs finite numbers")
+    raise _fail(
+        path,
+        f"{name} holds {array[tuple(np.argwhere(bad)[0])]} at {where}; "
+        "gradlab needs finite numbers",
+    )
 
 
 # ---- .csv --------------------------------------------------------------------------------
@@ -222,8 +227,14 @@ def _read_csv(path: Path, target: str | None, max_bytes: int) -> Table:
         raise _too_big(path, size, max_bytes)
     try:
         table = np.loadtxt(
-            path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2, encoding="utf-8",
-            comments=None, quotechar='"',
+            path,
+            delimiter=",",
+            skiprows=1,
+            dtype=np.float64,
+            ndmin=2,
+            encoding="utf-8",
+            comments=None,
+            quotechar='"',
         )
     except ValueError:
         raise _csv_problem(path, header) from None

@@ -28,15 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from gradlab import analysis, theory
+from gradlab import analysis, datafiles, theory
 from gradlab.config import Config, config_from_dict, config_to_dict, dump_config_yaml, load_config
 from gradlab.data import TEACHER_WIDTH, load_dataset
-from gradlab.datafiles import Table, read_table, resolve_config
+from gradlab.datafiles import Table
 from gradlab.engine import MLP, Probe, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
 from gradlab.engine.model import memory_footprint
 from gradlab.errors import GradlabError
-from gradlab.results import Run, RunWriter, read_run, start_run, versions
+from gradlab.results import Run, read_run, start_run, versions
 from gradlab.signals import StopFlag, stop_on_signals
 
 DEFAULT_RESULTS_ROOT = Path("results")
@@ -386,8 +386,8 @@ def resolve_config(config_or_path, overrides=(), origin="overrides") -> Config:
 def prepare_data(config: Config) -> tuple[Config, Table | None]:
     """(the config with what real data decide filled in, the data read and checked; None
     for synthetic data): see gradlab.datafiles. Raises before anything is written."""
-    table = read_table(config.data)
-    return resolve_config(config, table), table
+    table = datafiles.read_table(config.data)
+    return datafiles.resolve_config(config, table), table
 
 
 def run_config(

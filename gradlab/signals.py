@@ -1,10 +1,10 @@
 """SIGINT and SIGTERM while a run or a sweep is going: one helper for both.
 
 ``gradlab run`` turns the first signal into a flag (``stop_on_signals``: the loop ends after
-its step, the run is *interrupted*); ``gradlab sweep`` stops starting points and passes the signal on to its
-workers. Both install their handler for the duration of a ``with`` block and put the
-previous handlers back afterwards, so a caller's own handling (pytest's, a notebook's) is
-never left replaced. Standard library only.
+its step, the run is *interrupted*); ``gradlab sweep`` stops starting points and passes the
+signal on to its workers. Both install their handler for the duration of a ``with`` block
+and put the previous handlers back afterwards, so a caller's own handling (pytest's, a
+notebook's) is never left replaced. Standard library only.
 """
 
 import contextlib

@@ -52,7 +52,8 @@ def write_npz(path, rows=(40, 16), features=5, classes=3, **replace):
 def write_csv(path, rows=50, target_first=True):
     """Columns label, a, b, c (the target first: not the default last column)."""
     x, y = labelled(np.random.default_rng(1), rows, 3, 2)
-    lines = ["label,a,b,c"] + [f"{t},{r[0]!r},{r[1]!r},{r[2]!r}" for t, r in zip(y, x)]
+    cells = [[str(t)] + [repr(float(v)) for v in row] for t, row in zip(y, x, strict=True)]
+    lines = ["label,a,b,c"] + [",".join(row) for row in cells]
     path.write_text("\n".join(lines) + "\n")
     return path, x, y
 
@@ -116,7 +117,12 @@ def test_csv_run_end_to_end_with_a_named_target_and_caps(tmp_path):
 def test_csv_split_is_seeded_and_holds_every_row_once(tmp_path):
     _, x, y = write_csv(tmp_path / "table.csv", rows=50)
     mapping = {
-        "data": {"source": "file", "path": str(tmp_path / "table.csv"), "task": "binary"},
+        "data": {
+            "source": "file",
+            "path": str(tmp_path / "table.csv"),
+            "target": "label",
+            "task": "binary",
+        },
         "train": {"batch_size": 8},
     }
 
@@ -126,7 +132,9 @@ def test_csv_split_is_seeded_and_holds_every_row_once(tmp_path):
         return dataset
 
     first, again, other = split(0), split(0), split(1)
-    assert np.array_equal(first.x_train, again.x_train) and np.array_equal(first.x_test, again.x_test)
+    assert np.array_equal(first.x_train, again.x_train) and np.array_equal(
+        first.x_test, again.x_test
+    )
     assert not np.array_equal(first.x_train, other.x_train)
     rows = np.concatenate([first.x_train, first.x_test])
     labels = np.concatenate([first.y_train[:, 0], first.y_test[:, 0]])
@@ -137,8 +145,15 @@ def test_csv_split_is_seeded_and_holds_every_row_once(tmp_path):
 
 def test_normalization_and_targets_as_the_loss_wants_them(tmp_path):
     write_npz(tmp_path / "d.npz", rows=(40, 16))
-    mapping = {"data": {"source": "file", "path": str(tmp_path / "d.npz"), "task": "multiclass",
-                        "normalize_inputs": True}, "train": {"loss": "mse", "batch_size": 8}}
+    mapping = {
+        "data": {
+            "source": "file",
+            "path": str(tmp_path / "d.npz"),
+            "task": "multiclass",
+            "normalize_inputs": True,
+        },
+        "train": {"loss": "mse", "batch_size": 8},
+    }
     config, table = prepare_data(config_from_dict(mapping))
     dataset = load_dataset(config, np.random.default_rng(0), table)
     np.testing.assert_allclose(dataset.x_train.mean(axis=0), 0, atol=1e-12)
@@ -189,17 +204,37 @@ def _object_array():
 BAD_NPZ = {
     "missing array": ({"x_test": None}, {}, "has no array 'x_test'"),
     "nan in x": ({"x_train": np.full((40, 5), np.nan)}, {}, "x_train holds nan at row 1, column 1"),
-    "inf in y": ({"y_test": np.full(16, np.inf)}, {"task": "regression"}, "y_test holds inf at row 1"),
+    "inf in y": (
+        {"y_test": np.full(16, np.inf)},
+        {"task": "regression"},
+        "y_test holds inf at row 1",
+    ),
     "rows differ": ({"y_train": np.zeros(39, int)}, {}, "x_train has 40 rows but y_train has 39"),
-    "features differ": ({"x_test": np.zeros((16, 4))}, {}, "x_train has 5 features per row but x_test has 4"),
-    "label out of range": ({"y_train": np.full(40, 2)}, {"task": "binary"}, "y_train has label 2 at row 1, out of range: data.task binary needs 0/1"),
+    "features differ": (
+        {"x_test": np.zeros((16, 4))},
+        {},
+        "x_train has 5 features per row but x_test has 4",
+    ),
+    "label out of range": (
+        {"y_train": np.full(40, 2)},
+        {"task": "binary"},
+        "y_train has label 2 at row 1, out of range: data.task binary needs 0/1",
+    ),
     "negative label": ({"y_test": -np.ones(16)}, {}, "y_test has label -1 at row 1, out of range"),
     "non-integer label": ({"y_train": np.full(40, 0.5)}, {}, "y_train has label 0.5 at row 1"),
     "2-D targets": ({"y_train": np.zeros((40, 2))}, {}, "y_train has shape (40, 2)"),
-    "text array": ({"x_train": np.array([["a"] * 5] * 40)}, {}, "array 'x_train' holds <U1 values, not numbers"),
+    "text array": (
+        {"x_train": np.array([["a"] * 5] * 40)},
+        {},
+        "array 'x_train' holds <U1 values, not numbers",
+    ),
     "object array": ({"x_train": _object_array()}, {}, "array 'x_train' holds object values"),
     "too big": ({}, {"max_bytes": 1000}, "its arrays take 2,688 bytes as float64"),
-    "input_dim differs": ({}, {"input_dim": 32}, "has 5 features per example, but data.input_dim is 32"),
+    "input_dim differs": (
+        {},
+        {"input_dim": 32},
+        "has 5 features per example, but data.input_dim is 32",
+    ),
     "classes differ": ({}, {"classes": 4}, "has 3 classes (labels 0..K-1), but data.classes is 4"),
 }
 
@@ -216,13 +251,33 @@ BAD_CSV = {
     "empty file": ("", {}, "is empty; a .csv needs a header row"),
     "header only": ("a,b,label\n", {}, "has a header but no data rows"),
     "no header": ("1,2,0\n3,4,1\n", {}, "the first row holds numbers; a .csv needs a header row"),
-    "missing column": (CSV_CELLS, {"target": "lable"}, "has no column 'lable' (data.target); did you mean 'label'?"),
-    "non-numeric column": (CSV_CELLS.replace("3,4,1", "3,red,1"), {}, "column 'b' is not numeric ('red' on line 3)"),
-    "empty cell": (CSV_CELLS.replace("3,4,1", "3,,1"), {}, "column 'b' has an empty cell on line 3"),
+    "missing column": (
+        CSV_CELLS,
+        {"target": "lable"},
+        "has no column 'lable' (data.target); did you mean 'label'?",
+    ),
+    "non-numeric column": (
+        CSV_CELLS.replace("3,4,1", "3,red,1"),
+        {},
+        "column 'b' is not numeric ('red' on line 3)",
+    ),
+    "empty cell": (
+        CSV_CELLS.replace("3,4,1", "3,,1"),
+        {},
+        "column 'b' has an empty cell on line 3",
+    ),
     "short row": (CSV_CELLS.replace("3,4,1", "3,1"), {}, "line 3 has 2 cells, the header 3"),
     "nan": (CSV_CELLS.replace("3,4,1", "3,nan,1"), {}, "the data holds nan at row 2, column 'b'"),
-    "inf target": (CSV_CELLS.replace("3,4,1", "3,4,inf"), {"task": "regression"}, "column 'label' holds inf at row 2"),
-    "label out of range": (CSV_CELLS.replace("3,4,1", "3,4,7"), {"task": "binary"}, "the target column has label 7 at row 2, out of range"),
+    "inf target": (
+        CSV_CELLS.replace("3,4,1", "3,4,inf"),
+        {"task": "regression"},
+        "column 'label' holds inf at row 2",
+    ),
+    "label out of range": (
+        CSV_CELLS.replace("3,4,1", "3,4,7"),
+        {"task": "binary"},
+        "the target column has label 7 at row 2, out of range",
+    ),
     "one column": ("label\n0\n1\n", {}, "has one column"),
     "duplicate column": ("a,a,label\n1,2,0\n3,4,1\n", {}, "column 'a' appears twice"),
     "one row": ("a,b,label\n1,2,0\n", {}, "has 1 row; a train/test split needs at least 2"),
@@ -276,7 +331,10 @@ def _check_refused(tmp_path, data, prefix, fragment):
         ({"source": "file", "path": "x.txt"}, "x.txt' is neither a .npz nor a .csv file"),
         ({"path": "x.npz"}, "data.path: is for data.source 'file', got '"),
         ({"source": "digits", "target": "y"}, "data.target: is for data.source 'file'"),
-        ({"source": "file", "path": "x.npz", "target": "y"}, "data.target: names a column of a .csv"),
+        (
+            {"source": "file", "path": "x.npz", "target": "y"},
+            "data.target: names a column of a .csv",
+        ),
         ({"source": "digits", "noise": 0.1}, "data.noise: is a knob of the synthetic teacher"),
         ({"source": "sintetic"}, "did you mean 'synthetic'?"),
         ({"test_fraction": 1}, "data.test_fraction: must be in (0, 1), got 1"),
@@ -289,9 +347,7 @@ def test_data_keys_are_checked_with_the_config(data, fragment):
     assert fragment in str(raised.value)
 
 
-def test_paths_are_relative_to_the_config_file_and_set_to_the_current_folder(
-    tmp_path, monkeypatch
-):
+def test_paths_are_relative_to_the_config_file_and_set_to_the_current_folder(tmp_path, monkeypatch):
     folder = tmp_path / "configs"
     folder.mkdir()
     config_path = write_config(folder, {"path": "data/d.npz"})
@@ -301,15 +357,15 @@ def test_paths_are_relative_to_the_config_file_and_set_to_the_current_folder(
     assert config.data.path == str(tmp_path / "other.csv")
 
 
-def test_a_sweeps_points_share_the_file_read_once_before_anything_is_written(
-    tmp_path, monkeypatch
-):
+def test_a_sweeps_points_share_the_file_read_once_before_anything_is_written(tmp_path, monkeypatch):
     folder = tmp_path / "sweeps"
     folder.mkdir()
     data_file = write_npz(tmp_path / "d.npz")
     reads = []
     read_table = datafiles.read_table
-    monkeypatch.setattr(datafiles, "read_table", lambda data: reads.append(data) or read_table(data))
+    monkeypatch.setattr(
+        datafiles, "read_table", lambda data: reads.append(data) or read_table(data)
+    )
     spec = {
         "name": "s",
         "config": {**BASE, "data": {**BASE["data"], "path": "../d.npz"}},
@@ -342,5 +398,5 @@ def test_a_sweep_run_written_before_the_data_keys_existed_is_still_done(tmp_path
     assert [p.state for p in plan_sweep(sweep).points] == ["done"]
     old["model"]["depth"] = 3  # a real difference is still one
     (folder / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
-    with pytest.raises(GradlabError, match="model.depth: 2 in the spec, 3 on disk"):
+    with pytest.raises(GradlabError, match=r"model\.depth: 2 in the spec, 3 on disk"):
         plan_sweep(sweep)

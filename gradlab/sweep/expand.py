@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from gradlab.analysis import shortest_suffixes
-from gradlab.config_data import with_data_path_under
 from gradlab.config import (
     NAME_MAX_LENGTH,
     NAME_PATTERN,
@@ -29,6 +28,7 @@ from gradlab.config import (
     parse_override,
     read_yaml_file,
 )
+from gradlab.config_data import with_data_path_under
 from gradlab.errors import ConfigError, GradlabError
 from gradlab.formatting import number_text
 

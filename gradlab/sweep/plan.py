@@ -91,8 +91,9 @@ def _state(path: Path, point: Point, retry_failed: bool, conflicts: list) -> tup
     if run.unreadable:
         return "incomplete", None
     expected = config_to_dict(point.config)
-    if _as_current(run.config) != expected:
-        difference = _first_difference(expected, run.config)
+    recorded = _as_current(run.config)
+    if recorded != expected:
+        difference = _first_difference(expected, recorded)
         conflicts.append(
             f"sweep point {point.index}: {path} holds a different config ({difference})"
         )
