@@ -204,7 +204,7 @@ def _gigabytes(size: int) -> str:
 class _Training:
     """State of one training run; ``run`` returns (status, summary)."""
 
-    def __init__(self, config, writer, stop: StopFlag, progress: bool, table: Table | None):
+    def __init__(self, config, writer, stop: StopFlag, progress: bool, table: Table | None = None):
         self.config, self.writer, self.stop = config, writer, stop
         data_seed, init_seed, batch_seed = _seed_streams(config)
         self.dataset = load_dataset(config, np.random.default_rng(data_seed), table)

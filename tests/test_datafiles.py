@@ -4,6 +4,7 @@ every kind of bad data is one line naming the file, exit 2, nothing written."""
 import hashlib
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -400,3 +401,20 @@ def test_a_sweep_run_written_before_the_data_keys_existed_is_still_done(tmp_path
     (folder / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
     with pytest.raises(GradlabError, match=r"model\.depth: 2 in the spec, 3 on disk"):
         plan_sweep(sweep)
+
+
+def test_the_trainability_sweep_spans_its_grid_on_digits(tmp_path):
+    pytest.importorskip("sklearn", reason=NO_SKLEARN)
+    spec = Path(__file__).parent.parent / "configs" / "sweeps" / "trainability.yaml"
+    from gradlab.sweep import load_sweep
+
+    points = load_sweep(spec, out=tmp_path).points
+    assert len(points) == 130
+    variances = sorted({p.config.model.init.weight_scale**2 for p in points})
+    np.testing.assert_allclose(variances, np.arange(1, 4.01, 0.25), atol=2e-4)
+    assert sorted({p.config.model.depth for p in points}) == list(range(10, 101, 10))
+    config = points[0].config
+    assert config.model.activation == "tanh" and config.data.source == "digits"
+    assert config.model.init.bias_scale**2 == pytest.approx(0.05, abs=1e-4)
+    assert (config.data.input_dim, config.data.classes, config.data.task) == (64, 10, "multiclass")
+    assert {p.config.train.steps for p in points} == {800}
