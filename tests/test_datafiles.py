@@ -418,3 +418,19 @@ def test_the_trainability_sweep_spans_its_grid_on_digits(tmp_path):
     assert config.model.init.bias_scale**2 == pytest.approx(0.05, abs=1e-4)
     assert (config.data.input_dim, config.data.classes, config.data.task) == (64, 10, "multiclass")
     assert {p.config.train.steps for p in points} == {800}
+
+
+def test_a_killed_run_on_a_data_file_gets_its_theory_from_the_file_while_it_exists(tmp_path):
+    from gradlab.report import summarize
+
+    data_file = write_npz(tmp_path / "d.npz")
+    out = tmp_path / "r"
+    run_ok(write_config(tmp_path, {"path": "d.npz"}), out)
+    recorded = json.loads((out / "summary.json").read_text())["theory"]["factor"]
+    (out / "summary.json").unlink()  # as if killed before the end
+    (out / "meta.json").write_text(json.dumps({"status": "running"}))
+    row = json.loads(summarize([out], "json"))[0]
+    assert row["M_theory"] == recorded and row["M_init"] is not None
+    data_file.unlink()
+    row = json.loads(summarize([out], "json"))[0]
+    assert row["M_theory"] is None and row["M_init"] is not None
