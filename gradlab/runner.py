@@ -36,7 +36,7 @@ from gradlab.engine import MLP, Probe, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
 from gradlab.engine.model import memory_footprint
 from gradlab.errors import GradlabError
-from gradlab.results import Run, read_run, start_run, versions
+from gradlab.results import Run, RunWriter, read_run, start_run, versions
 from gradlab.signals import StopFlag, stop_on_signals
 
 DEFAULT_RESULTS_ROOT = Path("results")
@@ -204,7 +204,14 @@ def _gigabytes(size: int) -> str:
 class _Training:
     """State of one training run; ``run`` returns (status, summary)."""
 
-    def __init__(self, config, writer, stop: StopFlag, progress: bool, table: Table | None = None):
+    def __init__(
+        self,
+        config: Config,
+        writer: RunWriter,
+        stop: StopFlag,
+        progress: bool,
+        table: Table | None = None,
+    ):
         self.config, self.writer, self.stop = config, writer, stop
         data_seed, init_seed, batch_seed = _seed_streams(config)
         self.dataset = load_dataset(config, np.random.default_rng(data_seed), table)
