@@ -59,14 +59,14 @@ def run_command(config_path, overrides, out, seed, force, quiet):
     prediction and a verdict. Exit 0 when completed or diverged, 130 when interrupted.
     """
     from gradlab.config import load_config
-    from gradlab.runner import memory_warning, run_config
+    from gradlab.runner import memory_warning, prepare_data, run_config
 
     try:
-        config = load_config(config_path, overrides, seed=seed, origin="--set")
+        config, table = prepare_data(load_config(config_path, overrides, seed, origin="--set"))
         if warning := memory_warning(config):
             click.echo(warning, err=True)
         progress = not quiet and sys.stderr.isatty()
-        result = run_config(config, out=out, force=force, progress=progress)
+        result = run_config(config, out=out, force=force, progress=progress, table=table)
     except GradlabError as error:
         _fail(error)
     click.echo(format_run_report(result))

@@ -21,7 +21,10 @@ from typing import Any, ClassVar
 
 import yaml
 
-from gradlab import vocabulary
+from gradlab import config_data, vocabulary
+from gradlab.config_checks import Range as _Range
+from gradlab.config_checks import above as _above
+from gradlab.config_checks import at_least as _at_least
 from gradlab.config_checks import (
     build_section,
     checked,
@@ -38,38 +41,9 @@ from gradlab.yaml_input import parse_override, read_yaml_file
 # What each key may hold beyond its type. Keys are dotted paths, as written in --set.
 
 
-@dataclass(frozen=True)
-class _Range:
-    """An interval of allowed numbers; ``str`` gives the rule as shown in messages."""
-
-    low: float
-    high: float | None = None  # None: unbounded above
-    low_open: bool = False
-    high_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        above = value > self.low if self.low_open else value >= self.low
-        if self.high is None:
-            return above
-        return above and (value < self.high if self.high_open else value <= self.high)
-
-    def __str__(self) -> str:
-        if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        return f"in {left}{self.low:g}, {self.high:g}{right}"
-
-
-def _at_least(low: float) -> _Range:
-    return _Range(low)
-
-
-def _above(low: float) -> _Range:
-    return _Range(low, low_open=True)
-
-
 CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": ("float64", "float32"),
+    "data.source": vocabulary.DATA_SOURCES,
     "data.task": ("regression", "binary", "multiclass"),
     "model.activation": vocabulary.ACTIVATIONS,
     "model.norm": vocabulary.NORMS,
@@ -88,6 +62,8 @@ RANGES: dict[str, _Range] = {
     "data.classes": _at_least(2),
     "data.input_scale": _above(0),
     "data.noise": _at_least(0),
+    "data.test_fraction": _Range(0, 1, low_open=True, high_open=True),
+    "data.max_bytes": _at_least(1),
     "model.depth": _at_least(1),
     "model.width": _at_least(1),
     "model.leaky_slope": _Range(0, 1, high_open=True),
@@ -134,15 +110,25 @@ class _Section:
 @dataclass(frozen=True)
 class DataConfig(_Section):
     _path: ClassVar[str] = "data"
+    source: str = "synthetic"  # synthetic: the teacher below; file: data.path; digits: sklearn's
+    path: str | None = None  # file: a .npz (x_train, y_train, x_test, y_test) or .csv (header)
+    target: str | None = None  # .csv: the target column's name (null: the last column)
     task: str = "regression"  # what the teacher network's output becomes: a value or a class
-    n_train: int = 2048  # training examples
-    n_test: int = 512  # held-out examples, drawn from the same teacher
-    input_dim: int = 32  # features per example
-    classes: int = 2  # number of classes; used by the multiclass task only
+    n_train: int = 2048  # training examples (real data: at most this many)
+    n_test: int = 512  # held-out examples, drawn from the same teacher (real data: at most)
+    input_dim: int | None = None  # features per example; null: 32, or the data's for real data
+    classes: int | None = None  # classes of the multiclass task; null: 2, or the labels' count
     input_mean: float = 0.0  # E[X]: make it large to see why input normalization matters
     input_scale: float = 1.0  # std of every input feature
     noise: float = 0.05  # std of the noise on the teacher's (unit-variance) output
     normalize_inputs: bool = False  # standardize X with the training set's mean and variance
+    test_fraction: float = 0.2  # .csv and digits: the share of rows held out (a seeded split)
+    max_bytes: int = 2**31  # real data: refuse more than this many bytes of arrays (float64)
+
+    def __post_init__(self):
+        super().__post_init__()
+        for key, value in config_data.checked_source(self).items():
+            object.__setattr__(self, key, value)  # null input_dim, classes: the defaults
 
 
 @dataclass(frozen=True)
@@ -364,6 +350,7 @@ def _build(
     source: str,
     default_name: str,
     origin: str,
+    folder: Path | None = None,
 ) -> Config:
     if mapping is None:  # an empty file: all defaults
         mapping = {}
@@ -374,10 +361,11 @@ def _build(
         )
     _check_not_a_sweep_spec(mapping, source)
     _check_keys(mapping, Config, source)
+    mapping = config_data.with_data_path_under(mapping, folder)  # relative to the file
     requested = dict(parse_override(text, origin) for text in overrides)
     if seed is not None:
         requested["seed"] = seed
-    values = apply_overrides(mapping, requested, origin=origin)
+    values = config_data.with_data_path_under(apply_overrides(mapping, requested, origin), None)
     if values.get("name") is None:
         values["name"] = default_name
     return build_section(Config, values)
@@ -448,11 +436,13 @@ def load_config(
     """Read a YAML config file (yaml.safe_load only), apply "key.path=value" overrides and
     ``seed``; messages name the file, or ``origin`` for the overrides (the CLI: "--set").
 
-    A missing or null ``name`` becomes the file's stem: configs/deep.yaml runs as "deep".
+    A missing or null ``name`` becomes the file's stem: configs/deep.yaml runs as "deep". A
+    relative ``data.path`` is relative to the file (one in ``overrides``, to the current
+    folder).
     """
     path = Path(path)
     mapping = read_yaml_file(path, "config file")
-    return _build(mapping, overrides, seed, str(path), path.stem, origin)
+    return _build(mapping, overrides, seed, str(path), path.stem, origin, path.parent)
 
 
 def config_to_dict(config: Config) -> dict:

@@ -18,27 +18,26 @@ its layer statistics if it was a logged step whose backward ran); SIGINT/SIGTERM
 init and batch generators, so changing the model never changes the data.
 """
 
-import contextlib
 import datetime as dt
 import math
 import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gradlab import analysis, theory, theory_widths
+from gradlab import analysis, datafiles, theory, theory_widths
 from gradlab.config import Config, config_from_dict, config_to_dict, dump_config_yaml, load_config
-from gradlab.data import TEACHER_WIDTH, make_dataset
+from gradlab.data import TEACHER_WIDTH, load_dataset
+from gradlab.datafiles import Table
 from gradlab.engine import MLP, Probe, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
 from gradlab.engine.model import memory_footprint
 from gradlab.errors import GradlabError
 from gradlab.results import Run, RunWriter, read_run, start_run, versions
-from gradlab.signals import on_stop_signals
+from gradlab.signals import StopFlag, stop_on_signals
 
 DEFAULT_RESULTS_ROOT = Path("results")
 # how the non-"normal" schemes scale sigma_w for a square hidden layer (fan_in = fan_out)
@@ -50,27 +49,6 @@ _UNLOCATED = {
     "loss": {"pass": "forward", "layer": "output", "quantity": "loss"},
     "gradient norm": {"pass": "backward", "layer": "unknown", "quantity": "gradient norm"},
 }
-
-
-@dataclass
-class _Stop:
-    """Set by the signal handler; the loop finishes its step and stops."""
-
-    signal_number: int | None = None
-
-
-@contextlib.contextmanager
-def _stop_on_signals():
-    """SIGINT/SIGTERM set a flag instead of raising; a second signal raises at once."""
-    stop = _Stop()
-
-    def handler(signal_number):
-        if stop.signal_number is not None:
-            raise KeyboardInterrupt
-        stop.signal_number = signal_number
-
-    with on_stop_signals(handler):
-        yield stop
 
 
 def _now() -> str:
@@ -164,9 +142,10 @@ def _seed_streams(config: Config) -> list[np.random.SeedSequence]:
 
 def theory_at_init(config: Config, x_train: np.ndarray | None = None) -> dict:
     """predict_theory with q0 = the mean squared training input. Without ``x_train`` the run's
-    data is regenerated from its seed: the theory needs no training (e.g. for a killed run)."""
+    data is regenerated from its seed (a data file read again): the theory needs no training
+    (e.g. for a killed run)."""
     if x_train is None:
-        x_train = make_dataset(config, np.random.default_rng(_seed_streams(config)[0])).x_train
+        x_train = load_dataset(config, np.random.default_rng(_seed_streams(config)[0])).x_train
     return predict_theory(config, float(np.mean(np.square(x_train, dtype=np.float64))))
 
 
@@ -233,10 +212,17 @@ def _gigabytes(size: int) -> str:
 class _Training:
     """State of one training run; ``run`` returns (status, summary)."""
 
-    def __init__(self, config: Config, writer: RunWriter, stop: _Stop, progress: bool):
+    def __init__(
+        self,
+        config: Config,
+        writer: RunWriter,
+        stop: StopFlag,
+        progress: bool,
+        table: Table | None = None,
+    ):
         self.config, self.writer, self.stop = config, writer, stop
         data_seed, init_seed, batch_seed = _seed_streams(config)
-        self.dataset = make_dataset(config, np.random.default_rng(data_seed))
+        self.dataset = load_dataset(config, np.random.default_rng(data_seed), table)
         self.model = build_model(config, np.random.default_rng(init_seed))
         self.loss_name = config.resolved_loss
         self.loss_fn = get_loss(self.loss_name)
@@ -416,18 +402,30 @@ def resolve_config(config_or_path, overrides=(), origin="overrides") -> Config:
     return load_config(config_or_path, overrides, origin=origin)
 
 
+def prepare_data(config: Config) -> tuple[Config, Table | None]:
+    """(the config with what real data decide filled in, the data read and checked; None
+    for synthetic data): see gradlab.datafiles. Raises before anything is written."""
+    table = datafiles.read_table(config.data)
+    return datafiles.resolve_config(config, table), table
+
+
 def run_config(
-    config: Config, out: Path | None = None, force: bool = False, progress: bool = False
+    config: Config,
+    out: Path | None = None,
+    force: bool = False,
+    progress: bool = False,
+    table: Table | None = None,
 ) -> Run:
-    """Train ``config`` into ``out`` (default results/<name>) and read the run back."""
+    """Train ``config`` into ``out`` (default results/<name>) and read the run back.
+    ``table``: the data ``prepare_data`` read for this config (None: read them here)."""
+    if table is None:
+        config, table = prepare_data(config)
     path = Path(out) if out is not None else DEFAULT_RESULTS_ROOT / config.name
     started = time.monotonic()
-    writer = start_run(
-        path,
-        dump_config_yaml(config),
-        {"seed": config.seed, "started_at": _now(), "steps": config.train.steps, **versions()},
-        force,
-    )
+    meta = {"seed": config.seed, "started_at": _now(), "steps": config.train.steps}
+    if table is not None:
+        meta["data"] = table.record  # which data the run saw: path, size, SHA-256
+    writer = start_run(path, dump_config_yaml(config), {**meta, **versions()}, force)
 
     def finish(status, **extra):
         writer.close(
@@ -439,9 +437,9 @@ def run_config(
         )
 
     training = None
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         try:
-            training = _Training(config, writer, stop, progress)
+            training = _Training(config, writer, stop, progress, table)
             with np.errstate(all="ignore"):  # exploding runs overflow on purpose: detected below
                 status, summary = training.run()
         except KeyboardInterrupt:

@@ -29,6 +29,7 @@ CLIP_MODES = ("none", "norm", "layer_norm", "value")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 INIT_SCHEMES = ("normal", "uniform", "xavier", "he", "orthogonal")
 REGIMES = ("vanishing", "stable", "exploding", "unknown")
+DATA_SOURCES = ("synthetic", "file", "digits")  # the teacher, a .npz/.csv file, sklearn's digits
 
 FAMILIES = {
     "activation": ACTIVATIONS,
@@ -38,6 +39,7 @@ FAMILIES = {
     "optimizer": OPTIMIZERS,
     "init scheme": INIT_SCHEMES,
     "regime": REGIMES,
+    "data source": DATA_SOURCES,
 }
 
 
