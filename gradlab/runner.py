@@ -15,7 +15,7 @@ A non-finite loss or gradient ends the run as *diverged*, recording the step, th
 the layer and the quantity where it first appeared (the step's metrics row is written, and
 its layer statistics if it was a logged step whose backward ran); SIGINT/SIGTERM end it as
 *interrupted* after the current step. Randomness: one SeedSequence(seed) spawns the data,
-init and batch generators, so changing the model never changes the data.
+init, batch and dropout generators, so changing the model never changes the data.
 """
 
 import contextlib
@@ -77,7 +77,10 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def build_model(config: Config, rng: np.random.Generator) -> MLP:
+def build_model(
+    config: Config, rng: np.random.Generator, dropout_rng: np.random.Generator | None = None
+) -> MLP:
+    """The run's MLP, initialized from ``rng``; dropout masks from ``dropout_rng``."""
     model = config.model
     return MLP(
         input_dim=config.data.input_dim,
@@ -95,6 +98,8 @@ def build_model(config: Config, rng: np.random.Generator) -> MLP:
         bn_eps=model.batchnorm.eps,
         ln_eps=model.layernorm.eps,
         leaky_slope=model.leaky_slope,
+        dropout=model.dropout,
+        dropout_rng=dropout_rng,
     )
 
 
@@ -127,6 +132,7 @@ def predict_theory(config: Config, q0: float) -> dict:
             batch_size=config.resolved_batch_size,
             tol=config.analysis.tol,
             leaky_slope=config.model.leaky_slope,
+            dropout=config.model.dropout,
         )
     except OverflowError:  # e.g. weight_scale 1e200: sigma_w^2 is beyond the float range
         prediction = theory.Prediction(
@@ -142,6 +148,7 @@ def predict_theory(config: Config, q0: float) -> dict:
             critical_weight_scale=None,
             applicable=False,
             reason="no prediction: sigma_w^2, sigma_b^2 or q0 overflows a float",
+            dropout=config.model.dropout,
         )
     result = prediction.to_dict()
     result["applies_to"] = "initialization"
@@ -149,9 +156,10 @@ def predict_theory(config: Config, q0: float) -> dict:
 
 
 def _seed_streams(config: Config) -> list[np.random.SeedSequence]:
-    """The data, init and batch seeds: one SeedSequence(seed) spawns all three, so changing
-    the model never changes the data."""
-    return np.random.SeedSequence(config.seed).spawn(3)
+    """The data, init, batch and dropout seeds: one SeedSequence(seed) spawns all four, so
+    changing the model never changes the data (the first three are those of spawn(3): runs
+    without dropout draw from the same streams as before dropout existed)."""
+    return np.random.SeedSequence(config.seed).spawn(4)
 
 
 def theory_at_init(config: Config, x_train: np.ndarray | None = None) -> dict:
@@ -192,6 +200,7 @@ def estimate_memory(config: Config) -> int:
         batch=config.resolved_batch_size,
         eval_batch=max(data.n_test, min(data.n_train, _EVAL_TRAIN_SAMPLES)),
         parameter_copies=copies,
+        dropout=model.dropout,
     )
     training = samples * (data.input_dim + outputs) * itemsize + sum(footprint.values())
     return _BASE_BYTES + max(making_data, training)
@@ -227,9 +236,11 @@ class _Training:
 
     def __init__(self, config: Config, writer: RunWriter, stop: _Stop, progress: bool):
         self.config, self.writer, self.stop = config, writer, stop
-        data_seed, init_seed, batch_seed = _seed_streams(config)
+        data_seed, init_seed, batch_seed, dropout_seed = _seed_streams(config)
         self.dataset = make_dataset(config, np.random.default_rng(data_seed))
-        self.model = build_model(config, np.random.default_rng(init_seed))
+        dropout_rng = np.random.default_rng(dropout_seed) if config.model.dropout > 0 else None
+        # the dropout masks' generator (None without dropout): self.model.dropout_rng
+        self.model = build_model(config, np.random.default_rng(init_seed), dropout_rng)
         self.loss_name = config.resolved_loss
         self.loss_fn = get_loss(self.loss_name)
         train = config.train
