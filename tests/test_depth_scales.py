@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gradlab import theory, theory_depth
+from gradlab import analysis, theory, theory_depth
 from gradlab.cli import cli
 from gradlab.engine import MLP, get_loss
 
@@ -161,19 +161,23 @@ def test_dropout_scales_the_critical_weight_scale_by_sqrt_keep():
 
 
 def test_engine_delta_factor_with_dropout_agrees_with_theory():
+    """The measured per-layer delta factor of a training-mode pass with dropout p is
+    sqrt(chi_1) with sigma_w^2 / (1 - p)."""
     rng = np.random.default_rng(0)
-    width, depth, batch = 512, 40, 128
+    width, depth, batch = 256, 30, 64
     weight_scale, bias_scale, dropout = 1.1, 0.1, 0.2
-    model = MLP(width, 1, depth, width, "tanh", weight_scale=weight_scale, bias_scale=bias_scale,
-                rng=rng, dropout=dropout)  # fmt: skip
+    model = MLP(
+        width, 1, depth, width, "tanh", weight_scale=weight_scale, bias_scale=bias_scale,
+        rng=rng, dropout=dropout,
+    )  # fmt: skip
     x = rng.standard_normal((batch, width))
     _, dlogits = get_loss("mse")(model.forward(x, train=True), rng.standard_normal((batch, 1)))
     model.backward(dlogits)
     norms = [np.linalg.norm(delta) for delta in model.deltas()]
-    measured = (norms[6] / norms[-7]) ** (1 / (depth - 13))  # delta_l ~ M^(L - l)
-    predicted = theory.predict("tanh", weight_scale, bias_scale, dropout=dropout).factor
+    measured = analysis.fit_factor(norms, 0.15).factor
+    predicted = math.sqrt(theory_depth.depth_scales("tanh", 1.1, 0.1, dropout=dropout).chi_1)
     assert measured == pytest.approx(predicted, rel=0.02)
-    assert predicted > theory.predict("tanh", weight_scale, bias_scale).factor
+    assert predicted > math.sqrt(theory.chi_1("tanh", weight_scale, bias_scale)) * 1.02
 
 
 @pytest.mark.slow
@@ -248,13 +252,17 @@ def test_critical_line():
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert [line.split()[1] for line in lines[2:]] == ["1.41421"] * 3
-    data = json.loads(_invoke("--activation", "tanh", "--critical-line", "--bias-scales",
-                              "0,0.05,0.3", "--format", "json").output)  # fmt: skip
-    line = data["critical_line"]
+    result = _invoke(
+        "--activation", "erf", "--critical-line", "--bias-scales", "0,0.05,0.3", "--format", "json"
+    )
+    line = json.loads(result.output)["critical_line"]
     assert [row["bias_scale"] for row in line] == [0, 0.05, 0.3]
-    assert line[0]["critical_weight_scale"] == pytest.approx(1.0, rel=1e-6)
+    assert line[0]["critical_weight_scale"] == pytest.approx(math.sqrt(math.pi) / 2, rel=1e-7)
     scales = [row["critical_weight_scale"] for row in line]
     assert scales == sorted(scales) and scales[2] > 1.2
+    assert _invoke("--activation", "relu", "--critical-line", "--dropout", "0.5").output.endswith(
+        "0           1\n"
+    )  # sqrt(1 - p) times sqrt(2)
 
 
 @pytest.mark.parametrize(
