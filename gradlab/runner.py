@@ -15,7 +15,8 @@ A non-finite loss or gradient ends the run as *diverged*, recording the step, th
 the layer and the quantity where it first appeared (the step's metrics row is written, and
 its layer statistics if it was a logged step whose backward ran); SIGINT/SIGTERM end it as
 *interrupted* after the current step. Randomness: one SeedSequence(seed) spawns the data,
-init, batch and dropout generators, so changing the model never changes the data.
+init and batch generators (and, with dropout, the masks' generator), so changing the model
+never changes the data.
 """
 
 import contextlib
@@ -77,11 +78,13 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def build_model(
-    config: Config, rng: np.random.Generator, dropout_rng: np.random.Generator | None = None
-) -> MLP:
-    """The run's MLP, initialized from ``rng``; dropout masks from ``dropout_rng``."""
+def build_model(config: Config, rng: np.random.Generator) -> MLP:
+    """The run's MLP, initialized from ``rng``; with dropout, its masks come from the run's
+    dropout generator (``_dropout_stream``), which the model keeps as ``dropout_rng``."""
     model = config.model
+    dropout_rng = None
+    if model.dropout > 0:  # without dropout nothing is drawn, and no generator is made
+        dropout_rng = np.random.default_rng(_dropout_stream(config))
     return MLP(
         input_dim=config.data.input_dim,
         output_dim=config.output_dim,
@@ -156,10 +159,15 @@ def predict_theory(config: Config, q0: float) -> dict:
 
 
 def _seed_streams(config: Config) -> list[np.random.SeedSequence]:
-    """The data, init, batch and dropout seeds: one SeedSequence(seed) spawns all four, so
-    changing the model never changes the data (the first three are those of spawn(3): runs
-    without dropout draw from the same streams as before dropout existed)."""
-    return np.random.SeedSequence(config.seed).spawn(4)
+    """The data, init and batch seeds: one SeedSequence(seed) spawns all three, so changing
+    the model never changes the data."""
+    return np.random.SeedSequence(config.seed).spawn(3)
+
+
+def _dropout_stream(config: Config) -> np.random.SeedSequence:
+    """The dropout masks' seed: the fourth child of SeedSequence(seed) (the first three,
+    ``_seed_streams``, are the same whether or not a fourth is spawned)."""
+    return np.random.SeedSequence(config.seed).spawn(4)[3]
 
 
 def theory_at_init(config: Config, x_train: np.ndarray | None = None) -> dict:
@@ -236,11 +244,10 @@ class _Training:
 
     def __init__(self, config: Config, writer: RunWriter, stop: _Stop, progress: bool):
         self.config, self.writer, self.stop = config, writer, stop
-        data_seed, init_seed, batch_seed, dropout_seed = _seed_streams(config)
+        data_seed, init_seed, batch_seed = _seed_streams(config)
         self.dataset = make_dataset(config, np.random.default_rng(data_seed))
-        dropout_rng = np.random.default_rng(dropout_seed) if config.model.dropout > 0 else None
-        # the dropout masks' generator (None without dropout): self.model.dropout_rng
-        self.model = build_model(config, np.random.default_rng(init_seed), dropout_rng)
+        # the dropout masks' generator (None without dropout) is self.model.dropout_rng
+        self.model = build_model(config, np.random.default_rng(init_seed))
         self.loss_name = config.resolved_loss
         self.loss_fn = get_loss(self.loss_name)
         train = config.train

@@ -124,12 +124,16 @@ def test_footprint_counts_the_dropout_arrays():
     assert with_dropout[1] - without[1] == added
 
 
-def test_the_run_streams_without_dropout_are_those_before_it():
-    config = config_from_dict({})
-    streams = runner._seed_streams(config)
-    before = np.random.SeedSequence(config.seed).spawn(3)
-    for new, old in zip(streams[:3], before, strict=True):
+def test_the_masks_come_from_the_runs_own_dropout_stream():
+    config = config_from_dict({"model": {"dropout": 0.1}})
+    model = runner.build_model(config, np.random.default_rng(0))
+    fourth = np.random.SeedSequence(config.seed).spawn(4)[3]
+    assert model.dropout_rng.random() == np.random.default_rng(fourth).random()
+    # the data, init and batch streams are the first three children, as before
+    first_three = np.random.SeedSequence(0).spawn(4)[:3]
+    for new, old in zip(runner._seed_streams(config), first_three, strict=True):
         assert new.generate_state(4).tolist() == old.generate_state(4).tolist()
+    assert runner.build_model(config_from_dict({}), np.random.default_rng(0)).dropout_rng is None
 
 
 def _dropout_config(small_config, dropout, norm="none", weight_scale=1.0):
