@@ -5,8 +5,7 @@ Hidden layer l (1-based, l = 1 next to the input) computes
 
     h_l = phi_{l-1} W_l + b_l,   phi_l = act(norm(h_l))      (phi_0 = x)
 
-and passes phi_l on through inverted dropout (in training, with a dropout probability > 0).
-
+(with dropout, in training, the next layer sees phi_l * mask_l / (1 - p) instead of phi_l)
 and the output layer is a plain Linear. ``delta`` of layer l is dL/dh_l, the gradient at the
 linear layer's output *before* normalization: its norm goes like M^(L-l), the lecture's
 per-layer factor.
