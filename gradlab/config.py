@@ -67,6 +67,7 @@ RANGES: dict[str, _Range] = {
     "model.depth": _at_least(1),
     "model.width": _at_least(1),
     "model.leaky_slope": _Range(0, 1, high_open=True),
+    "model.dropout": _Range(0, 1, high_open=True),
     "model.init.weight_scale": _above(0),
     "model.init.bias_scale": _at_least(0),
     "model.batchnorm.momentum": _Range(0, 1, low_open=True),
@@ -160,6 +161,7 @@ class ModelConfig(_Section):
     activation: str = "sigmoid"  # sigmoid: max slope 1/4, the lecture's vanishing-gradient case
     norm: str = "none"  # normalization of the pre-activations, before the activation
     leaky_slope: float = 0.01  # leaky_relu's slope for z < 0 (PyTorch's default negative_slope)
+    dropout: float = 0.0  # probability of dropping a unit of each hidden layer's output (training)
     init: InitConfig = field(default_factory=InitConfig)
     batchnorm: BatchNormConfig = field(default_factory=BatchNormConfig)  # used if norm: batch
     layernorm: LayerNormConfig = field(default_factory=LayerNormConfig)  # used if norm: layer

@@ -15,7 +15,8 @@ A non-finite loss or gradient ends the run as *diverged*, recording the step, th
 the layer and the quantity where it first appeared (the step's metrics row is written, and
 its layer statistics if it was a logged step whose backward ran); SIGINT/SIGTERM end it as
 *interrupted* after the current step. Randomness: one SeedSequence(seed) spawns the data,
-init and batch generators, so changing the model never changes the data.
+init and batch generators (and, with dropout, the masks' generator), so changing the model
+never changes the data.
 """
 
 import datetime as dt
@@ -56,7 +57,12 @@ def _now() -> str:
 
 
 def build_model(config: Config, rng: np.random.Generator) -> MLP:
+    """The run's MLP, initialized from ``rng``; with dropout, its masks come from the run's
+    dropout generator (``_dropout_stream``), which the model keeps as ``dropout_rng``."""
     model = config.model
+    dropout_rng = None
+    if model.dropout > 0:  # without dropout nothing is drawn, and no generator is made
+        dropout_rng = np.random.default_rng(_dropout_stream(config))
     return MLP(
         input_dim=config.data.input_dim,
         output_dim=config.output_dim,
@@ -73,6 +79,8 @@ def build_model(config: Config, rng: np.random.Generator) -> MLP:
         bn_eps=model.batchnorm.eps,
         ln_eps=model.layernorm.eps,
         leaky_slope=model.leaky_slope,
+        dropout=model.dropout,
+        dropout_rng=dropout_rng,
     )
 
 
@@ -105,6 +113,7 @@ def predict_theory(config: Config, q0: float) -> dict:
             batch_size=config.resolved_batch_size,
             tol=config.analysis.tol,
             leaky_slope=config.model.leaky_slope,
+            dropout=config.model.dropout,
         )
     except OverflowError:  # e.g. weight_scale 1e200: sigma_w^2 is beyond the float range
         prediction = theory.Prediction(
@@ -120,6 +129,7 @@ def predict_theory(config: Config, q0: float) -> dict:
             critical_weight_scale=None,
             applicable=False,
             reason="no prediction: sigma_w^2, sigma_b^2 or q0 overflows a float",
+            dropout=config.model.dropout,
         )
     result = prediction.to_dict()
     result["applies_to"] = "initialization"
@@ -127,7 +137,10 @@ def predict_theory(config: Config, q0: float) -> dict:
         reason = theory_widths.unpredictable_scheme(config.model.init.scheme, config.model.norm)
         if reason is not None:
             result.update(q_star=None, chi_1=None, factor=None, regime="unknown")
-            result.update(applicable=False, reason=reason)
+            result.update(applicable=False, reason=reason, gradient_toward_input="unknown")
+            for key in ("xi_grad", "xi_q", "c_star", "chi_c", "xi_c"):  # theory_depth's
+                result[key] = None
+                result["notes"][key] = reason
         result["width_factors"] = (
             None if reason else theory_widths.width_factors(config.model.widths)
         )
@@ -138,6 +151,12 @@ def _seed_streams(config: Config) -> list[np.random.SeedSequence]:
     """The data, init and batch seeds: one SeedSequence(seed) spawns all three, so changing
     the model never changes the data."""
     return np.random.SeedSequence(config.seed).spawn(3)
+
+
+def _dropout_stream(config: Config) -> np.random.SeedSequence:
+    """The dropout masks' seed: the fourth child of SeedSequence(seed) (the first three,
+    ``_seed_streams``, are the same whether or not a fourth is spawned)."""
+    return np.random.SeedSequence(config.seed).spawn(4)[3]
 
 
 def theory_at_init(config: Config, x_train: np.ndarray | None = None) -> dict:
@@ -179,6 +198,7 @@ def estimate_memory(config: Config) -> int:
         batch=config.resolved_batch_size,
         eval_batch=max(data.n_test, min(data.n_train, _EVAL_TRAIN_SAMPLES)),
         parameter_copies=copies,
+        dropout=model.dropout,
     )
     training = samples * (data.input_dim + outputs) * itemsize + sum(footprint.values())
     return _BASE_BYTES + max(making_data, training)
@@ -223,6 +243,7 @@ class _Training:
         self.config, self.writer, self.stop = config, writer, stop
         data_seed, init_seed, batch_seed = _seed_streams(config)
         self.dataset = load_dataset(config, np.random.default_rng(data_seed), table)
+        # the dropout masks' generator (None without dropout) is self.model.dropout_rng
         self.model = build_model(config, np.random.default_rng(init_seed))
         self.loss_name = config.resolved_loss
         self.loss_fn = get_loss(self.loss_name)
