@@ -1,6 +1,8 @@
 """Running a planned sweep: one worker process per point, ``jobs`` at a time; a failing or
 killed point never takes the others down. SIGINT/SIGTERM stop new starts and are passed on
-to the running workers. The one-line report and the table of failed points."""
+to the running workers. Each worker first takes the point's claim (``claim``): a point that a
+live process of another shard runs is left alone. The one-line report and the table of
+failed points."""
 
 import contextlib
 import json
@@ -22,6 +24,7 @@ from gradlab.results import (
     read_meta,
 )
 from gradlab.signals import STOP_SIGNALS, on_stop_signals
+from gradlab.sweep import claim
 from gradlab.sweep.plan import Plan, PlannedPoint
 
 # set in every worker before numpy is imported: one BLAS thread per run, parallelism by runs
@@ -34,6 +37,7 @@ class Outcome:
 
     planned: PlannedPoint
     status: str  # completed | diverged | failed | interrupted | skipped | not started
+    #              | running elsewhere (another live process holds the point's claim)
     error: str = ""
     ran: bool = False
 
@@ -138,13 +142,17 @@ class _WorkerPool:
             )
             self.live.add(process)
         try:
-            _, stderr = process.communicate(request)
+            stdout, stderr = process.communicate(request)
         finally:
             with self.lock:
                 self.live.discard(process)
-        return self._outcome(planned, process.returncode, stderr)
+        return self._outcome(planned, process.returncode, stderr, stdout)
 
-    def _outcome(self, planned: PlannedPoint, returncode: int, stderr: str) -> Outcome:
+    def _outcome(
+        self, planned: PlannedPoint, returncode: int, stderr: str, stdout: str = ""
+    ) -> Outcome:
+        if returncode == 0 and stdout.strip():  # the worker left the point alone; see _worker
+            return Outcome(planned, json.loads(stdout)["left"])
         meta = read_meta(planned.path)
         status = meta.get("status", "failed") if returncode == 0 else "failed"
         if returncode != 0 and meta.get("status") == "interrupted":
@@ -183,12 +191,32 @@ def _last_line(text: str) -> str:
 
 
 def _worker() -> None:
-    """Entry point of a worker process: one run from a JSON request on stdin."""
+    """Entry point of a worker process: one run from a JSON request on stdin. It holds the
+    point's claim while it runs; a point another live process runs, or that another shard
+    finished since the plan, is left alone: one JSON line on stdout says why."""
     request = json.load(sys.stdin)
     from gradlab.runner import run_config
 
+    out = Path(request["out"])
     config = config_from_dict(request["config"], source=request["out"])
-    run_config(config, out=Path(request["out"]), force=True, progress=False)
+    with claim.hold(out) as held:
+        left = _leave_alone(out, held)
+        if left:
+            print(json.dumps({"left": left}))
+            return
+        run_config(config, out=out, force=True, progress=False)
+
+
+def _leave_alone(out: Path, held: bool | None) -> str:
+    """Why this worker must not run the point ("" to run it), given its claim."""
+    if held is False:
+        return "running elsewhere"
+    meta = read_meta(out)
+    if held is None and meta.get("status") == "running" and claim.recorded_process_alive(meta):
+        return "running elsewhere"  # no locks on this filesystem: the recorded pid decides
+    if meta.get("status") in DONE_STATUSES:
+        return "skipped"  # finished by another shard since this one made its plan
+    return ""
 
 
 def format_report(report: SweepReport) -> str:
