@@ -18,13 +18,17 @@ taking it); they are empty and live in a hidden folder of the sweep.
 
 import contextlib
 import errno
-import fcntl
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from gradlab.results import this_host
+
+try:
+    import fcntl
+except ImportError:  # Windows: no POSIX locks, the fallback rule applies
+    fcntl = None
 
 CLAIMS_FOLDER = ".claims"
 _BUSY = (errno.EACCES, errno.EAGAIN)  # lockf's answer when another process holds the lock
@@ -57,6 +61,8 @@ def hold(run_path: Path, wait_s: float = WAIT_S) -> Iterator[bool | None]:
 
 
 def _try_lock(fd: int) -> bool | None:
+    if fcntl is None:
+        return None
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
@@ -83,6 +89,8 @@ def recorded_process_alive(meta: dict) -> bool | None:
     only; None for another host or a run without the record (older gradlab)."""
     pid, host = meta.get("pid"), meta.get("host")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or host != this_host():
+        return None
+    if os.name == "nt":  # os.kill would end the process there, not probe it
         return None
     try:
         os.kill(pid, 0)

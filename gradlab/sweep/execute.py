@@ -29,6 +29,7 @@ from gradlab.sweep.plan import Plan, PlannedPoint
 
 # set in every worker before numpy is imported: one BLAS thread per run, parallelism by runs
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_LEFT_ALONE = '{"left": '  # a worker's stdout line when it did not run its point
 
 
 @dataclass
@@ -151,8 +152,9 @@ class _WorkerPool:
     def _outcome(
         self, planned: PlannedPoint, returncode: int, stderr: str, stdout: str = ""
     ) -> Outcome:
-        if returncode == 0 and stdout.strip():  # the worker left the point alone; see _worker
-            return Outcome(planned, json.loads(stdout)["left"])
+        left = [line for line in stdout.splitlines() if line.startswith(_LEFT_ALONE)]
+        if returncode == 0 and left:  # the worker left the point alone; see _worker
+            return Outcome(planned, json.loads(left[-1])["left"])
         meta = read_meta(planned.path)
         status = meta.get("status", "failed") if returncode == 0 else "failed"
         if returncode != 0 and meta.get("status") == "interrupted":
@@ -202,7 +204,7 @@ def _worker() -> None:
     with claim.hold(out) as held:
         left = _leave_alone(out, held)
         if left:
-            print(json.dumps({"left": left}))
+            print(_LEFT_ALONE + json.dumps(left) + "}")
             return
         run_config(config, out=out, force=True, progress=False)
 

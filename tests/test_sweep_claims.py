@@ -1,0 +1,223 @@
+"""The liveness rule of sweep points (gradlab.sweep.claim) without SLURM: a point a live
+process runs is left alone by every other shard; one whose process is gone re-runs. And
+``gradlab sweep --status``, which reads the same rule."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from gradlab import sweep
+from gradlab.cli import cli
+from gradlab.sweep import claim
+
+TINY = {
+    "data": {"n_train": 64, "n_test": 32, "input_dim": 4},
+    "model": {"depth": 3, "width": 8},
+    "train": {"steps": 5, "batch_size": 16},
+    "log": {"every": 1, "eval_every": 5},
+}
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def meta(path):
+    return json.loads((path / "meta.json").read_text())
+
+
+@pytest.fixture
+def spec_path(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "config": TINY, "seeds": [0, 1, 2]}))
+    return path
+
+
+def dead_pid():
+    """The pid of a process that has ended (and was reaped): nobody runs under it now."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+HOLDER = """
+import sys
+from gradlab.sweep import claim
+with claim.hold(sys.argv[1]) as held:
+    print(held, flush=True)
+    sys.stdin.read()  # until the test closes stdin
+"""
+
+
+@pytest.fixture
+def hold_claim():
+    """Hold a point's claim from another process (a POSIX lock is per process), as a live
+    shard does, until the test ends."""
+    holders = []
+
+    def hold(run_path):
+        process = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(run_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        holders.append(process)
+        assert process.stdout.readline().strip() == "True"
+        return process
+
+    yield hold
+    for process in holders:
+        if process.returncode is None:  # not released by the test itself
+            process.communicate("", timeout=10)
+
+
+def fake_running(run_path, pid):
+    """What a run leaves while going (or when killed): meta.json says running, no summary."""
+    state = meta(run_path)
+    state.update(status="running", pid=pid, host=socket.gethostname())
+    state.pop("ended_at")
+    (run_path / "meta.json").write_text(json.dumps(state))
+    (run_path / "summary.json").unlink()
+
+
+def test_meta_records_the_host_and_pid_of_the_run(spec_path, in_tmp):
+    assert invoke("sweep", spec_path, "--jobs", 2).exit_code == 0
+    recorded = meta(in_tmp / "results" / "t" / "seed=0")
+    assert recorded["host"] == socket.gethostname()
+    assert isinstance(recorded["pid"], int) and recorded["pid"] != os.getpid()  # the worker's
+    assert (in_tmp / "results" / "t" / ".claims" / "seed=0.lock").is_file()
+
+
+def test_a_live_point_is_left_alone_and_a_killed_one_reruns(spec_path, in_tmp, hold_claim):
+    assert invoke("sweep", spec_path, "--jobs", 2).exit_code == 0
+    root = in_tmp / "results" / "t"
+    fake_running(root / "seed=0", dead_pid())  # killed: its claim is free
+    fake_running(root / "seed=1", os.getpid())  # running in a live shard, which holds the claim
+    holder = hold_claim(root / "seed=1")
+    live_meta = (root / "seed=1" / "meta.json").read_bytes()
+
+    dry = invoke("sweep", spec_path, "--dry-run")
+    assert [line.split()[1] for line in dry.output.splitlines()[1:]] == ["rerun", "live", "done"]
+    status = invoke("sweep", spec_path, "--status")
+    assert status.exit_code == 1
+    lines = status.output.splitlines()
+    assert lines[0] == f"sweep t: 3 points in {os.path.join('results', 't')}/"
+    assert lines[1] == (
+        "1 completed, 0 diverged, 1 running, 1 interrupted, 0 failed, 0 not started"
+    )
+    since = meta(root / "seed=1")["started_at"]
+    assert lines[2].split()[:5] == ["running", "1", "seed=1", "since", since]
+    assert lines[2].endswith(f"on {socket.gethostname()} (pid {os.getpid()})")
+    assert lines[3].split()[:3] == ["interrupted", "0", "seed=0"] and "killed" in lines[3]
+
+    result = invoke("sweep", spec_path, "--jobs", 2)
+    assert result.exit_code == 0, result.output
+    assert "3 points, 1 ran (1 completed, 1 running elsewhere, 1 skipped)" in result.output
+    assert meta(root / "seed=0")["status"] == "completed"
+    assert (root / "seed=1" / "meta.json").read_bytes() == live_meta  # not touched
+
+    holder.communicate("", timeout=10)  # that shard was killed: its point now re-runs
+    again = invoke("sweep", spec_path, "--jobs", 2)
+    assert "1 ran (1 completed, 2 skipped)" in again.output
+    assert meta(root / "seed=1")["status"] == "completed"
+    done = invoke("sweep", spec_path, "--status")
+    assert done.exit_code == 0 and done.output.splitlines()[1].startswith("3 completed")
+
+
+def test_without_locks_the_recorded_process_decides_on_its_own_host(tmp_path, monkeypatch):
+    alive = {"host": socket.gethostname(), "pid": os.getpid()}
+    assert claim.recorded_process_alive(alive) is True
+    assert claim.recorded_process_alive({**alive, "pid": dead_pid()}) is False
+    assert claim.recorded_process_alive({**alive, "host": "another-node"}) is None
+    assert claim.recorded_process_alive({"status": "running"}) is None  # before host/pid
+    run_path = tmp_path / "point"
+    assert claim.is_claimed(run_path) is None  # no lock file: the claim cannot tell
+    assert claim.is_running(run_path, alive) is True
+    assert claim.is_running(run_path, {**alive, "host": "another-node"}) is False
+
+    def no_locks(fd, operation):
+        raise OSError(37, "No locks available")  # ENOLCK, as on a filesystem without locks
+
+    monkeypatch.setattr(claim.fcntl, "lockf", no_locks)
+    with claim.hold(run_path) as held:
+        assert held is None
+    assert claim.is_claimed(run_path) is None
+
+
+STARTS = """
+    # sitecustomize: every run appends "<point> <pid>" to a log as it starts (the worker
+    # already holds the point's claim then), and takes a moment, so two shards overlap.
+    import os, time
+    import gradlab.runner
+
+    _run_config = gradlab.runner.run_config
+
+    def run_config(config, out=None, **options):
+        with open(os.environ["GRADLAB_TEST_STARTS"], "a") as log:
+            log.write(f"{out.name} {os.getpid()}\\n")
+        time.sleep(0.3)
+        return _run_config(config, out=out, **options)
+
+    gradlab.runner.run_config = run_config
+"""
+
+
+def test_two_shards_on_overlapping_points_never_run_one_twice(spec_path, tmp_path):
+    hooks, starts = tmp_path / "hooks", tmp_path / "starts.log"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(textwrap.dedent(STARTS))
+    env = {**os.environ, "PYTHONPATH": str(hooks), "GRADLAB_TEST_STARTS": str(starts)}
+    spec_path.write_text(yaml.safe_dump({"name": "t", "config": TINY, "seeds": [0, 1, 2, 3]}))
+    command = [sys.executable, "-m", "gradlab", "sweep", str(spec_path), "--jobs", "1", "-q"]
+    shards = [  # the whole sweep twice (a resubmission) and its first half once more
+        subprocess.Popen(command + extra, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+        for extra in ([], [], ["--shard", "0/2"])
+    ]
+    reports = [shard.communicate(timeout=120)[0] for shard in shards]
+    assert [shard.returncode for shard in shards] == [0, 0, 0], reports
+    started = Counter(line.split()[0] for line in starts.read_text().splitlines())
+    assert started == {f"seed={seed}": 1 for seed in range(4)}, starts.read_text()
+    root = tmp_path / "results" / "t"
+    assert all(meta(root / f"seed={seed}")["status"] == "completed" for seed in range(4))
+    ran = sum(int(report.split(" ran ")[0].rsplit(maxsplit=1)[1]) for report in reports)
+    assert ran == 4, reports
+
+
+def test_status_of_a_sweep_not_started_and_dry_run_with_status(spec_path, in_tmp):
+    result = invoke("sweep", spec_path, "--status", "--shard", "1/2")
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"sweep t: 1 points, shard 1/2 in {os.path.join('results', 't')}/",
+        "0 completed, 0 diverged, 0 running, 0 interrupted, 0 failed, 1 not started",
+        "  not started  1  seed=1",
+    ]
+    assert not (in_tmp / "results").exists()
+    both = invoke("sweep", spec_path, "--status", "--dry-run")
+    assert both.exit_code == 2 and "give one of them" in both.output
+
+
+def test_status_lists_failed_and_interrupted_points_with_why(spec_path, in_tmp):
+    assert invoke("sweep", spec_path, "--jobs", 2).exit_code == 0
+    root = in_tmp / "results" / "t"
+    for name, changes in (
+        ("seed=0", {"status": "failed", "error": "RuntimeError: boom"}),
+        ("seed=2", {"status": "interrupted", "step_reached": 3}),
+    ):
+        state = {**meta(root / name), **changes}
+        (root / name / "meta.json").write_text(json.dumps(state))
+    plan = sweep.plan_sweep(sweep.load_sweep(spec_path))
+    statuses = sweep.point_statuses(plan)
+    assert [s.status for s in statuses] == ["failed", "completed", "interrupted"]
+    text = sweep.format_status(plan, statuses).splitlines()
+    assert text[1] == "1 completed, 0 diverged, 0 running, 1 interrupted, 1 failed, 0 not started"
+    assert text[2].split() == ["interrupted", "2", "seed=2", "at", "step", "3"]
+    assert text[3].split()[:3] == ["failed", "0", "seed=0"] and text[3].endswith("boom")
