@@ -152,7 +152,7 @@ def test_a_sweep_array_survives_a_killed_task_resumes_and_collects(cluster):
 
         second = cluster.submit("sweep_slurm.sbatch", *ARRAY, "--output=array-%A_%a.out")
         collect = cluster.submit(
-            "sweep_slurm_collect.sbatch", f"--dependency=afterok:{second}", "--output=collect.out"
+            "sweep_slurm_collect.sbatch", f"--dependency=afterany:{second}", "--output=collect.out"
         )
         cluster.wait_for_job(second)
         cluster.wait_for_job(collect)
