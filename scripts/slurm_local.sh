@@ -68,7 +68,7 @@ SlurmdPort=${ports[1]}
 SlurmUser=$user
 SlurmdUser=$user
 AuthType=auth/munge
-AuthInfo=socket=$dir/munge/munge.socket
+AuthInfo=socket=$dir/run/munge.socket
 CredType=cred/munge
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
@@ -110,11 +110,12 @@ up() {
     fi
     rm -rf "$dir/munge" "$dir/state" "$dir/spool" "$dir/run" "$dir/log"
     mkdir -p "$dir/munge" "$dir/state" "$dir/spool" "$dir/run" "$dir/log"
-    chmod 700 "$dir/munge"
+    chmod 700 "$dir/munge" # the key: this user only
+    chmod 755 "$dir" "$dir/run" # munged wants the folders of its socket open to all
     dd if=/dev/urandom of="$dir/munge/munge.key" bs=1024 count=1 status=none
     chmod 400 "$dir/munge/munge.key"
     write_conf
-    munged --socket="$dir/munge/munge.socket" --key-file="$dir/munge/munge.key" \
+    munged --socket="$dir/run/munge.socket" --key-file="$dir/munge/munge.key" \
         --pid-file="$dir/run/munged.pid" --log-file="$dir/log/munged.log" \
         --seed-file="$dir/munge/munged.seed"
     slurmctld -f "$conf"
