@@ -56,7 +56,7 @@ print(*(s.getsockname()[1] for s in sockets))'
 write_conf() {
     local user cpus memory ports
     user=$(id -un)
-    cpus=$(nproc)
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) # nproc obeys OMP_NUM_THREADS
     memory=$(awk '/^MemTotal:/ { print int($2 / 1024 * 0.9) }' /proc/meminfo)
     read -r -a ports < <(free_ports)
     cat >"$conf" <<EOF
@@ -122,7 +122,7 @@ up() {
     slurmd -f "$conf" -N "$node"
     for _ in $(seq 300); do # up to 30 s for the node to register
         if [[ $(sinfo -h -n "$node" -o %t 2>/dev/null) == idle ]]; then
-            echo "SLURM cluster up in $dir ($(nproc) CPUs on node $node)"
+            echo "SLURM cluster up in $dir ($(sinfo -h -n "$node" -o %c) CPUs on node $node)"
             echo "export SLURM_CONF=$conf"
             return 0
         fi

@@ -29,13 +29,13 @@ pytestmark = [
     ),
 ]
 
-# 9 points of about two seconds each: long enough to kill one mid-run, short enough for CI
+# 9 points of about a second each (unloaded): long enough to kill one mid-run, short enough for CI
 SPEC = {
     "name": "t",
     "config": {
         "data": {"n_train": 256, "n_test": 64, "input_dim": 16},
         "model": {"depth": 8, "width": 64},
-        "train": {"steps": 1500, "batch_size": 64, "lr": 0.05},
+        "train": {"steps": 1000, "batch_size": 64, "lr": 0.05},
         "log": {"every": 50, "eval_every": 500},
     },
     "grid": {"model.init.weight_scale": [0.5, 1, 2]},
@@ -55,8 +55,14 @@ class Cluster:
             "PATH": f"{bin_dir}{os.pathsep}{SEARCH_PATH}",
             "SLURM_CONF": str(folder / "slurm.conf"),
             "SPEC": "spec.yaml",
+            "PLOT": "0",  # the collecting job's figures: 45 of them, tested in test_scripts.py
         }
-        self.deadline = time.monotonic() + TIMEOUT_S
+        self.started = time.monotonic()
+        self.deadline = self.started + TIMEOUT_S
+        self.stages = []  # (seconds since the start, what): printed when the test fails
+
+    def stage(self, what):
+        self.stages.append(f"{time.monotonic() - self.started:6.1f} s  {what}")
 
     def run(self, *command, check=True):
         result = subprocess.run(
@@ -75,7 +81,11 @@ class Cluster:
         return self.run("bash", SCRIPTS / "slurm_local.sh", action, self.folder)
 
     def submit(self, script, *options) -> str:
-        return self.run("sbatch", "--parsable", *options, SCRIPTS / script).stdout.split(";")[0]
+        return (
+            self.run("sbatch", "--parsable", *options, SCRIPTS / script)
+            .stdout.strip()
+            .split(";")[0]
+        )
 
     def wait_until(self, condition, what):
         while not condition():
@@ -94,7 +104,7 @@ class Cluster:
         return " ".join(f for f in fields if f.startswith(("JobState=", "ExitCode=")))
 
     def logs(self) -> str:
-        parts = [self.run("squeue", check=False).stdout]
+        parts = [*self.stages, self.run("squeue", check=False).stdout]
         for path in sorted(self.folder.glob("log/*.log")) + sorted(self.work.glob("*.out")):
             parts.append(f"==== {path}\n{path.read_text(errors='replace')[-4000:]}")
         return "\n".join(parts)
@@ -111,8 +121,8 @@ def cluster(tmp_path):
         cluster.local("up")
         yield cluster
     finally:
-        down = cluster.run("bash", SCRIPTS / "slurm_local.sh", "down", folder, check=False)
-        assert down.returncode == 0, down.stderr
+        cluster.deadline = time.monotonic() + 60  # down gets its own time, also after a timeout
+        down = cluster.local("down")
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -126,21 +136,25 @@ def test_a_sweep_array_survives_a_killed_task_resumes_and_collects(cluster):
     root = work / "results" / "t"
     try:
         # the same spec as a plain sweep on this machine: the summary to compare with
+        cluster.stage("cluster up")
         cluster.run("gradlab", "sweep", "spec.yaml", "--jobs", "2", "-q")
         expected = cluster.run("gradlab", "summary", root, "--format", "csv").stdout
         root.rename(work / "plain")
 
+        cluster.stage("plain sweep done")
         first = cluster.submit("sweep_slurm.sbatch", *ARRAY, "--output=array-%A_%a.out")
         killed = root / "weight_scale=0.5,seed=0"  # point 0: the first of task 0
         cluster.wait_until(
             lambda: (
                 (killed / "metrics.csv").is_file()
-                and len((killed / "metrics.csv").read_text().splitlines()) > 3
+                and len((killed / "metrics.csv").read_text().splitlines()) > 2
             ),
             "point 0 to start",
         )
-        cluster.run("scancel", "--signal=KILL", "--full", f"{first}_0")
+        cluster.run("scancel", "--batch", "--signal=KILL", f"{first}_0")  # outright
+        cluster.stage("point 0 killed")
         cluster.wait_for_job(first)
+        cluster.stage("first array done")
         assert meta(killed)["status"] == "running", "point 0 finished before the kill"
         killed_pid = meta(killed)["pid"]
         finished = {
@@ -155,7 +169,9 @@ def test_a_sweep_array_survives_a_killed_task_resumes_and_collects(cluster):
             "sweep_slurm_collect.sbatch", f"--dependency=afterany:{second}", "--output=collect.out"
         )
         cluster.wait_for_job(second)
+        cluster.stage("second array done")
         cluster.wait_for_job(collect)
+        cluster.stage("collected")
 
         status = cluster.run("gradlab", "sweep", "spec.yaml", "--status")
         assert status.stdout.splitlines()[1].startswith("9 completed,"), status.stdout
@@ -166,7 +182,6 @@ def test_a_sweep_array_survives_a_killed_task_resumes_and_collects(cluster):
         assert summary == expected
         assert cluster.job_state(collect) == "JobState=COMPLETED ExitCode=0:0"
         assert (root / "summary.csv").read_text() == expected
-        assert (root / "plots").is_dir()
     except BaseException:
         print(cluster.logs())
         raise

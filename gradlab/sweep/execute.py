@@ -127,7 +127,11 @@ class _WorkerPool:
 
     def run(self, planned: PlannedPoint) -> Outcome:
         request = json.dumps(
-            {"config": config_to_dict(planned.point.config), "out": str(planned.path)}
+            {
+                "config": config_to_dict(planned.point.config),
+                "out": str(planned.path),
+                "parent": os.getpid(),
+            }
         )
         with self.lock:
             if self.stopped:
@@ -197,6 +201,7 @@ def _worker() -> None:
     point's claim while it runs; a point another live process runs, or that another shard
     finished since the plan, is left alone: one JSON line on stdout says why."""
     request = json.load(sys.stdin)
+    _end_with_parent(request["parent"])
     from gradlab.runner import run_config
 
     out = Path(request["out"])
@@ -207,6 +212,20 @@ def _worker() -> None:
             print(_LEFT_ALONE + json.dumps(left) + "}")
             return
         run_config(config, out=out, force=True, progress=False)
+
+
+def _end_with_parent(parent: int) -> None:
+    """Linux: this worker gets SIGKILL when the sweep process that started it dies, so a
+    sweep killed outright (SIGKILL, the OOM killer, ``scancel --batch --signal=KILL``) leaves
+    no point running unsupervised; its points re-run on the next invocation."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl: nobody is left to report to
+        os._exit(1)
 
 
 def _leave_alone(out: Path, held: bool | None) -> str:
