@@ -122,8 +122,10 @@ def cluster(tmp_path):
         yield cluster
     finally:
         cluster.deadline = time.monotonic() + 60  # down gets its own time, also after a timeout
-        down = cluster.local("down")
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            cluster.local("down")
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def meta(path):

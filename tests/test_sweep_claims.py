@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from gradlab import sweep
 from gradlab.cli import cli
+from gradlab.config import dump_config_yaml
 from gradlab.sweep import claim
 
 TINY = {
@@ -80,30 +81,24 @@ def hold_claim():
             process.communicate("", timeout=10)
 
 
-def fake_running(run_path, pid):
-    """What a run leaves while going (or when killed): meta.json says running, no summary."""
-    state = meta(run_path)
-    state.update(status="running", pid=pid, host=socket.gethostname())
-    state.pop("ended_at")
-    (run_path / "meta.json").write_text(json.dumps(state))
-    (run_path / "summary.json").unlink()
-
-
-def test_meta_records_the_host_and_pid_of_the_run(spec_path, in_tmp):
-    assert invoke("sweep", spec_path, "--jobs", 2).exit_code == 0
-    recorded = meta(in_tmp / "results" / "t" / "seed=0")
-    assert recorded["host"] == socket.gethostname()
-    assert isinstance(recorded["pid"], int) and recorded["pid"] != os.getpid()  # the worker's
-    assert (in_tmp / "results" / "t" / ".claims" / "seed=0.lock").is_file()
+def fake_run(root, point, **meta_fields):
+    """A point's folder as its run left it: config.yaml and meta.json (all a plan reads)."""
+    path = root / point.name
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(dump_config_yaml(point.config))
+    recorded = {"started_at": "2026-01-01T00:00:00+00:00", "host": socket.gethostname()}
+    (path / "meta.json").write_text(json.dumps({**recorded, **meta_fields}))
+    return path
 
 
 def test_a_live_point_is_left_alone_and_a_killed_one_reruns(spec_path, in_tmp, hold_claim):
-    assert invoke("sweep", spec_path, "--jobs", 2).exit_code == 0
     root = in_tmp / "results" / "t"
-    fake_running(root / "seed=0", dead_pid())  # killed: its claim is free
-    fake_running(root / "seed=1", os.getpid())  # running in a live shard, which holds the claim
-    holder = hold_claim(root / "seed=1")
-    live_meta = (root / "seed=1" / "meta.json").read_bytes()
+    points = sweep.load_sweep(spec_path).points
+    killed = fake_run(root, points[0], status="running", pid=dead_pid())  # its claim is free
+    live = fake_run(root, points[1], status="running", pid=os.getpid())
+    holder = hold_claim(live)  # the live shard running seed=1
+    fake_run(root, points[2], status="completed")
+    live_meta = (live / "meta.json").read_bytes()
 
     dry = invoke("sweep", spec_path, "--dry-run")
     assert [line.split()[1] for line in dry.output.splitlines()[1:]] == ["rerun", "live", "done"]
@@ -114,21 +109,23 @@ def test_a_live_point_is_left_alone_and_a_killed_one_reruns(spec_path, in_tmp, h
     assert lines[1] == (
         "1 completed, 0 diverged, 1 running, 1 interrupted, 0 failed, 0 not started"
     )
-    since = meta(root / "seed=1")["started_at"]
-    assert lines[2].split()[:5] == ["running", "1", "seed=1", "since", since]
+    assert lines[2].split()[:5] == ["running", "1", "seed=1", "since", "2026-01-01T00:00:00+00:00"]
     assert lines[2].endswith(f"on {socket.gethostname()} (pid {os.getpid()})")
     assert lines[3].split()[:3] == ["interrupted", "0", "seed=0"] and "killed" in lines[3]
 
     result = invoke("sweep", spec_path, "--jobs", 2)
     assert result.exit_code == 0, result.output
     assert "3 points, 1 ran (1 completed, 1 running elsewhere, 1 skipped)" in result.output
-    assert meta(root / "seed=0")["status"] == "completed"
-    assert (root / "seed=1" / "meta.json").read_bytes() == live_meta  # not touched
+    recorded = meta(killed)
+    assert recorded["status"] == "completed" and recorded["host"] == socket.gethostname()
+    assert isinstance(recorded["pid"], int) and recorded["pid"] != os.getpid()  # the worker's
+    assert (root / ".claims" / "seed=0.lock").is_file()
+    assert (live / "meta.json").read_bytes() == live_meta  # not touched
 
     holder.communicate("", timeout=10)  # that shard was killed: its point now re-runs
     again = invoke("sweep", spec_path, "--jobs", 2)
     assert "1 ran (1 completed, 2 skipped)" in again.output
-    assert meta(root / "seed=1")["status"] == "completed"
+    assert meta(live)["status"] == "completed"
     done = invoke("sweep", spec_path, "--status")
     assert done.exit_code == 0 and done.output.splitlines()[1].startswith("3 completed")
 
@@ -154,20 +151,24 @@ def test_without_locks_the_recorded_process_decides_on_its_own_host(tmp_path, mo
 
 
 STARTS = """
-    # sitecustomize: every run appends "<point> <pid>" to a log as it starts (the worker
-    # already holds the point's claim then), and takes a moment, so two shards overlap.
-    import os, time
-    import gradlab.runner
+    # sitecustomize: in a sweep worker (a session leader: start_new_session), every run
+    # appends "<point> <pid>" to a log as it starts (the worker holds the point's claim by
+    # then) and takes a moment, so the two shards overlap.
+    import os
 
-    _run_config = gradlab.runner.run_config
+    if os.getsid(0) == os.getpid():
+        import time
+        import gradlab.runner
 
-    def run_config(config, out=None, **options):
-        with open(os.environ["GRADLAB_TEST_STARTS"], "a") as log:
-            log.write(f"{out.name} {os.getpid()}\\n")
-        time.sleep(0.3)
-        return _run_config(config, out=out, **options)
+        _run_config = gradlab.runner.run_config
 
-    gradlab.runner.run_config = run_config
+        def run_config(config, out=None, **options):
+            with open(os.environ["GRADLAB_TEST_STARTS"], "a") as log:
+                log.write(f"{out.name} {os.getpid()}\\n")
+            time.sleep(0.3)
+            return _run_config(config, out=out, **options)
+
+        gradlab.runner.run_config = run_config
 """
 
 
@@ -178,12 +179,12 @@ def test_two_shards_on_overlapping_points_never_run_one_twice(spec_path, tmp_pat
     env = {**os.environ, "PYTHONPATH": str(hooks), "GRADLAB_TEST_STARTS": str(starts)}
     spec_path.write_text(yaml.safe_dump({"name": "t", "config": TINY, "seeds": [0, 1, 2, 3]}))
     command = [sys.executable, "-m", "gradlab", "sweep", str(spec_path), "--jobs", "1", "-q"]
-    shards = [  # the whole sweep twice (a resubmission) and its first half once more
+    shards = [  # the whole sweep as one shard, and shard 0 of 2 (points 0 and 2) beside it
         subprocess.Popen(command + extra, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
-        for extra in ([], [], ["--shard", "0/2"])
+        for extra in (["--shard", "0/1"], ["--shard", "0/2"])
     ]
     reports = [shard.communicate(timeout=120)[0] for shard in shards]
-    assert [shard.returncode for shard in shards] == [0, 0, 0], reports
+    assert [shard.returncode for shard in shards] == [0, 0], reports
     started = Counter(line.split()[0] for line in starts.read_text().splitlines())
     assert started == {f"seed={seed}": 1 for seed in range(4)}, starts.read_text()
     root = tmp_path / "results" / "t"
@@ -206,14 +207,11 @@ def test_status_of_a_sweep_not_started_and_dry_run_with_status(spec_path, in_tmp
 
 
 def test_status_lists_failed_and_interrupted_points_with_why(spec_path, in_tmp):
-    assert invoke("sweep", spec_path, "--jobs", 2).exit_code == 0
     root = in_tmp / "results" / "t"
-    for name, changes in (
-        ("seed=0", {"status": "failed", "error": "RuntimeError: boom"}),
-        ("seed=2", {"status": "interrupted", "step_reached": 3}),
-    ):
-        state = {**meta(root / name), **changes}
-        (root / name / "meta.json").write_text(json.dumps(state))
+    points = sweep.load_sweep(spec_path).points
+    fake_run(root, points[0], status="failed", error="RuntimeError: boom")
+    fake_run(root, points[1], status="completed")
+    fake_run(root, points[2], status="interrupted", step_reached=3)
     plan = sweep.plan_sweep(sweep.load_sweep(spec_path))
     statuses = sweep.point_statuses(plan)
     assert [s.status for s in statuses] == ["failed", "completed", "interrupted"]

@@ -133,6 +133,8 @@ class _WorkerPool:
                 "parent": os.getpid(),
             }
         )
+        if planned.state == "running" and claim.is_claimed(planned.path):
+            return Outcome(planned, "running elsewhere")  # still live: spare a worker's start
         with self.lock:
             if self.stopped:
                 return Outcome(planned, "not started")
