@@ -36,7 +36,9 @@ def _status(planned: PlannedPoint) -> PointStatus:
         where = f" on {meta['host']} (pid {meta['pid']})" if "host" in meta else ""
         return PointStatus(planned, "running", f"since {meta.get('started_at')}{where}")
     if previous == "running":
-        return PointStatus(planned, "interrupted", "killed: meta.json says running, no process")
+        return PointStatus(
+            planned, "interrupted", "killed: meta.json says running, its process is gone"
+        )
     return PointStatus(planned, "interrupted", f"at step {meta.get('step_reached')}")
 
 
