@@ -204,6 +204,7 @@ def test_status_of_a_sweep_not_started_and_dry_run_with_status(spec_path, in_tmp
     assert not (in_tmp / "results").exists()
     both = invoke("sweep", spec_path, "--status", "--dry-run")
     assert both.exit_code == 2 and "give one of them" in both.output
+    assert "--status" in invoke("sweep", "--help").output
 
 
 def test_status_lists_failed_and_interrupted_points_with_why(spec_path, in_tmp):
