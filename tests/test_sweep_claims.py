@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from gradlab import sweep
 from gradlab.cli import cli
-from gradlab.config import dump_config_yaml
+from gradlab.config import config_to_dict, dump_config_yaml
 from gradlab.sweep import claim
 
 TINY = {
@@ -220,3 +220,29 @@ def test_status_lists_failed_and_interrupted_points_with_why(spec_path, in_tmp):
     assert text[1] == "1 completed, 0 diverged, 0 running, 1 interrupted, 1 failed, 0 not started"
     assert text[2].split() == ["interrupted", "2", "seed=2", "at", "step", "3"]
     assert text[3].split()[:3] == ["failed", "0", "seed=0"] and text[3].endswith("boom")
+
+
+def test_a_worker_leaves_a_point_alone_when_its_claim_is_held_or_it_is_done(
+    spec_path, tmp_path, hold_claim
+):
+    """The check at the moment a worker starts (the plan may be minutes old by then)."""
+    points = sweep.load_sweep(spec_path).points
+    root = tmp_path / "results"
+
+    def start_worker(point):
+        request = {
+            "config": config_to_dict(point.config),
+            "out": str(root / point.name),
+            "parent": os.getpid(),
+        }
+        command = [sys.executable, "-c", "from gradlab.sweep import _worker; _worker()"]
+        done = subprocess.run(command, input=json.dumps(request), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    root.mkdir()
+    hold_claim(root / points[0].name)  # another shard started it since this one's plan
+    assert start_worker(points[0]) == '{"left": "running elsewhere"}\n'
+    assert not (root / points[0].name).exists()
+    fake_run(root, points[1], status="completed")  # another shard finished it meanwhile
+    assert start_worker(points[1]) == '{"left": "skipped"}\n'
