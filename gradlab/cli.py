@@ -226,10 +226,16 @@ def format_run_report(run, max_rows: int = 24) -> str:
     m_init, m_final = at_init.get("delta"), at_end.get("delta")
     theory = summary.get("theory") or {}
     predicted = theory.get("factor") if theory.get("applicable") else None
+    profile = summary.get("gradient_profile") or {}  # residual networks only
+    fit = " (constant-M fit)" if profile else ""
+    for label in ("init", "final"):
+        if label in profile and (label == "init" or profile[label]["step"] != 0):
+            where = "at init" if label == "init" else f"at step {profile[label]['step']}"
+            lines.append(f"{where}: {profile[label]['sentence']}")
     if at_init.get("sentence"):
-        lines.append(f"at init: {at_init['sentence']}")
+        lines.append(f"at init{fit}: {at_init['sentence']}")
     if at_end.get("sentence") and at_end.get("step") != at_init.get("step"):
-        lines.append(f"at step {at_end['step']}: {at_end['sentence']}")
+        lines.append(f"at step {at_end['step']}{fit}: {at_end['sentence']}")
     if predicted is not None:
         lines.append(
             f"measured M at init {_number(m_init, '.4g')}, mean-field theory "

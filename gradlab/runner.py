@@ -30,17 +30,30 @@ from pathlib import Path
 
 import numpy as np
 
-from gradlab import analysis, theory
+from gradlab import analysis, theory, theory_residual
 from gradlab.config import Config, config_from_dict, config_to_dict, dump_config_yaml, load_config
 from gradlab.data import TEACHER_WIDTH, make_dataset
 from gradlab.engine import MLP, Probe, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
 from gradlab.engine.model import memory_footprint
+from gradlab.engine.residual import ResidualMLP
 from gradlab.errors import GradlabError
-from gradlab.results import Run, RunWriter, read_run, start_run, versions
+from gradlab.results import (
+    LAYER_COLUMNS,
+    RESIDUAL_LAYER_COLUMNS,
+    Run,
+    RunWriter,
+    read_run,
+    start_run,
+    versions,
+)
 from gradlab.signals import on_stop_signals
 
 DEFAULT_RESULTS_ROOT = Path("results")
+_CONSTANT_FIT = (
+    "constant-M fit to the stream gradients |dL/dx^l| of a residual network, whose per-block "
+    "factor need not be constant: see gradient_profile"
+)
 # how the non-"normal" schemes scale sigma_w for a square hidden layer (fan_in = fan_out)
 _EFFECTIVE_SCALE = {"normal": 1.0, "uniform": 1.0, "orthogonal": 1.0, "xavier": 1.0}
 _EFFECTIVE_SCALE["he"] = math.sqrt(2.0)
@@ -78,8 +91,23 @@ def _now() -> str:
 
 
 def build_model(config: Config, rng: np.random.Generator) -> MLP:
+    """The network of ``config``: an ``MLP``, or a ``ResidualMLP`` (model.residual.enabled)."""
     model = config.model
-    return MLP(
+    residual = model.residual
+    if residual.enabled:
+        return ResidualMLP(
+            **_network_spec(config),
+            rng=rng,
+            branch=residual.branch,
+            branch_scale=residual.branch_scale,
+            norm_position=residual.norm_position,
+        )
+    return MLP(**_network_spec(config), rng=rng)
+
+
+def _network_spec(config: Config) -> dict:
+    model = config.model
+    return dict(
         input_dim=config.data.input_dim,
         output_dim=config.output_dim,
         depth=model.depth,
@@ -90,7 +118,6 @@ def build_model(config: Config, rng: np.random.Generator) -> MLP:
         weight_scale=model.init.weight_scale,
         bias_scale=model.init.bias_scale,
         dtype=config.dtype,
-        rng=rng,
         bn_momentum=model.batchnorm.momentum,
         bn_eps=model.batchnorm.eps,
         ln_eps=model.layernorm.eps,
@@ -113,10 +140,20 @@ def _batches(x, y, batch_size: int, rng: np.random.Generator):
             yield x[index], y[index]
 
 
+_RESIDUAL_NO_FACTOR = (
+    "residual network: no constant per-layer factor M to predict; the predicted profile is "
+    "summary.json's gradient_profile"
+)
+
+
 def predict_theory(config: Config, q0: float) -> dict:
-    """Mean-field prediction for this network at initialization (see gradlab.theory)."""
+    """Mean-field prediction for this network at initialization (see gradlab.theory); for a
+    residual network none (its profile: ``predict_residual_theory``)."""
     init = config.model.init
     effective_scale = init.weight_scale * _EFFECTIVE_SCALE[init.scheme]
+    if config.model.residual.enabled:
+        prediction = _no_prediction(config, effective_scale, q0, _RESIDUAL_NO_FACTOR)
+        return {**prediction.to_dict(), "applies_to": "initialization"}
     try:
         prediction = theory.predict(
             config.model.activation,
@@ -129,23 +166,51 @@ def predict_theory(config: Config, q0: float) -> dict:
             leaky_slope=config.model.leaky_slope,
         )
     except OverflowError:  # e.g. weight_scale 1e200: sigma_w^2 is beyond the float range
-        prediction = theory.Prediction(
-            config.model.activation,
-            effective_scale,
-            init.bias_scale,
-            config.model.norm,
-            q0,
-            q_star=None,
-            chi_1=None,
-            factor=None,
-            regime="unknown",
-            critical_weight_scale=None,
-            applicable=False,
-            reason="no prediction: sigma_w^2, sigma_b^2 or q0 overflows a float",
+        prediction = _no_prediction(
+            config, effective_scale, q0, "no prediction: sigma_w^2, sigma_b^2 or q0 overflows a float"
         )
     result = prediction.to_dict()
     result["applies_to"] = "initialization"
     return result
+
+
+def _no_prediction(config: Config, effective_scale: float, q0: float, reason: str):
+    return theory.Prediction(
+        config.model.activation,
+        effective_scale,
+        config.model.init.bias_scale,
+        config.model.norm,
+        q0,
+        q_star=None,
+        chi_1=None,
+        factor=None,
+        regime="unknown",
+        critical_weight_scale=None,
+        applicable=False,
+        reason=reason,
+    )
+
+
+def predict_residual_theory(config: Config, q0: float) -> theory_residual.ResidualPrediction:
+    """The predicted gradient profile of a residual network at initialization."""
+    model, init = config.model, config.model.init
+    try:
+        return theory_residual.predict_residual(
+            model.activation,
+            init.weight_scale * _EFFECTIVE_SCALE[init.scheme],
+            init.bias_scale,
+            model.depth,
+            branch=model.residual.branch,
+            branch_scale=model.residual.branch_scale,
+            norm=model.norm,
+            norm_position=model.residual.norm_position,
+            q0=q0,
+            leaky_slope=model.leaky_slope,
+        )
+    except OverflowError:
+        return theory_residual.ResidualPrediction(
+            None, None, "no prediction: sigma_w^2, sigma_v^2 or q0 overflows a float"
+        )
 
 
 def _seed_streams(config: Config) -> list[np.random.SeedSequence]:
@@ -246,6 +311,7 @@ class _Training:
         self.grad_list = list(self.model.grads.values())
         self.first_stats = None
         self.last_stats = None
+        self.stream_input_norms = {}  # residual: |dL/dx^0| at the first and last logged step
         self.last_logged_step = None
         self.final = dict.fromkeys(
             ("train_loss", "test_loss", "test_accuracy", "train_eval_loss"), math.nan
@@ -330,7 +396,9 @@ class _Training:
             self.writer.log_layers(step, stats)
             if self.first_stats is None:
                 self.first_stats = stats
+                self.stream_input_norms["init"] = self.probe.input_delta_norm
             self.last_stats, self.last_logged_step = stats, step
+            self.stream_input_norms["final"] = self.probe.input_delta_norm
         self.writer.log_metrics(row)
         self.writer.flush()
 
@@ -369,13 +437,15 @@ class _Training:
                 width=self.config.model.width,
             )
             factors[label] = {"step": step, **factor}
+            if self.model.residual:
+                factors[label]["basis"] = _CONSTANT_FIT
             regimes[label] = factor["regime"]
             layers[label] = {
                 "step": step,
                 "weight_grad_norm": stats["weight_grad_norm"],
                 "delta_norm": stats["delta_norm"],
             }
-        return {
+        summary = {
             "name": self.config.name,
             "status": status,
             "steps": self.config.train.steps,
@@ -387,6 +457,30 @@ class _Training:
             "divergence": self.divergence,
             "layers": layers,
         }
+        if self.model.residual:
+            summary["gradient_profile"] = self.gradient_profile()
+        return summary
+
+    def gradient_profile(self) -> dict:
+        """summary.json's ``gradient_profile`` of a residual network: measured against the
+        theory at init, measured only at the end (the theory describes initialization)."""
+        q0 = float(np.mean(np.square(self.dataset.x_train, dtype=np.float64)))
+        at_init = predict_residual_theory(self.config, q0)
+        trained = theory_residual.ResidualPrediction(
+            None, None, "the theory describes the network at initialization"
+        )
+        profiles = {}
+        for label, stats, step in (
+            ("init", self.first_stats, 0),
+            ("final", self.last_stats, self.last_logged_step),
+        ):
+            if stats is None:
+                continue
+            norms = [self.stream_input_norms[label], *stats["delta_norm"]]
+            prediction = at_init if step == 0 else trained
+            profile = analysis.gradient_profile(norms, prediction, self.config.analysis.tol)
+            profiles[label] = {"step": step, **profile}
+        return profiles
 
 
 def resolve_config(config_or_path, overrides=(), origin="overrides") -> Config:
@@ -415,6 +509,7 @@ def run_config(
         dump_config_yaml(config),
         {"seed": config.seed, "started_at": _now(), "steps": config.train.steps, **versions()},
         force,
+        RESIDUAL_LAYER_COLUMNS if config.model.residual.enabled else LAYER_COLUMNS,
     )
 
     def finish(status, **extra):

@@ -29,6 +29,8 @@ CLIP_MODES = ("none", "norm", "layer_norm", "value")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 INIT_SCHEMES = ("normal", "uniform", "xavier", "he", "orthogonal")
 REGIMES = ("vanishing", "stable", "exploding", "unknown")
+RESIDUAL_BRANCHES = ("full", "reduced")  # x + act(h) V, or x + act(h) (V the identity)
+NORM_POSITIONS = ("pre", "post")  # a residual block's norm on the branch input, or after the sum
 
 FAMILIES = {
     "activation": ACTIVATIONS,
@@ -38,6 +40,8 @@ FAMILIES = {
     "optimizer": OPTIMIZERS,
     "init scheme": INIT_SCHEMES,
     "regime": REGIMES,
+    "residual branch": RESIDUAL_BRANCHES,
+    "norm position": NORM_POSITIONS,
 }
 
 

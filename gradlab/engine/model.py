@@ -36,6 +36,16 @@ class HiddenBlock:
     def layers(self):
         return [layer for layer in (self.linear, self.norm, self.activation) if layer is not None]
 
+    @property
+    def param_layers(self):
+        """The layers whose parameters this block owns, in registration order."""
+        return [layer for layer in (self.linear, self.norm) if layer is not None]
+
+    @property
+    def delta(self) -> np.ndarray | None:
+        """dL/dh_l from the last backward: the gradient the layer's statistics follow."""
+        return self.linear.delta
+
 
 class MLP:
     """A deep MLP with hand-written backprop. All arrays in ``dtype`` (float64 or float32).
@@ -45,8 +55,12 @@ class MLP:
     those names to the live arrays (write into ``params[name][...]`` to set a parameter, or
     use ``load_params``). BatchNorm running statistics are in ``buffers``. The model only
     computes: per-layer statistics are a ``Probe`` (``gradlab.engine.probe``) that
-    ``forward`` and ``backward`` call after each block.
+    ``forward`` and ``backward`` call after each block. ``gradlab.engine.residual`` has the
+    residual network (``residual`` True, an ``input_layer``) with the same interface.
     """
+
+    residual = False
+    input_layer: Linear | None = None  # the residual network's input Linear (x^0)
 
     def __init__(
         self,
@@ -85,47 +99,52 @@ class MLP:
             weight = init_weight(init, rng, fan_in, fan_out, weight_scale)
             return Linear(weight, init_bias(rng, fan_out, bias_scale), self.dtype)
 
-        self.blocks: list[HiddenBlock] = []
-        fan_in = input_dim
-        for index in range(1, depth + 1):
-            norm_layer = None
+        def make_norm():
             if norm == "batch":
-                norm_layer = BatchNorm(width, bn_momentum, bn_eps, self.dtype)
-            elif norm == "layer":
-                norm_layer = LayerNorm(width, ln_eps, self.dtype)
-            block = HiddenBlock(
-                index,
-                linear(fan_in, width),
-                norm_layer,
-                make_activation(activation, self.dtype, leaky_slope=leaky_slope),
-            )
+                return BatchNorm(width, bn_momentum, bn_eps, self.dtype)
+            if norm == "layer":
+                return LayerNorm(width, ln_eps, self.dtype)
+            return None
+
+        def make_activation_layer():
+            return make_activation(activation, self.dtype, leaky_slope=leaky_slope)
+
+        owners, prefix = self._build_layers(linear, make_norm, make_activation_layer, rng)
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self._flatten([layer for _, layer in owners])
+        for name, layer in owners:
+            self._register(name, layer)
+        self._hidden_names = {  # parameter names of the hidden Linear layers, by layer
+            key: [f"{prefix}{block.index}.{key}" for block in self.blocks]
+            for key in ("weight", "bias")
+        }
+
+    def _build_layers(self, linear, make_norm, make_activation_layer, rng):
+        """Make ``blocks``, ``output`` and ``layers``; return the (name prefix, layer) pairs
+        that own parameters, in registration order, and the blocks' name prefix."""
+        self.blocks: list[HiddenBlock] = []
+        fan_in = self.input_dim
+        for index in range(1, self.depth + 1):
+            block = HiddenBlock(index, linear(fan_in, self.width), make_norm(), make_activation_layer())
             self.blocks.append(block)
-            fan_in = width
-        self.output = linear(width, output_dim)
+            fan_in = self.width
+        self.output = linear(self.width, self.output_dim)
         self.blocks[0].linear.needs_input_grad = False
         self._input_grads: dict[tuple, np.ndarray] = {}  # dL/dx of the Linear layers
-        if _shares_input_grads(activation, norm):
+        if _shares_input_grads(self.activation_name, self.norm_name):
             for layer in [block.linear for block in self.blocks] + [self.output]:
                 layer.workspace = self._input_grads
         self._block_layers = [tuple(block.layers) for block in self.blocks]
         self.layers = [layer for layers in self._block_layers for layer in layers] + [self.output]
-
-        self.params: dict[str, np.ndarray] = {}
-        self.grads: dict[str, np.ndarray] = {}
-        self.buffers: dict[str, np.ndarray] = {}
         owners = []
         for block in self.blocks:
             owners.append((f"layer{block.index}", block.linear))
             if block.norm is not None:
                 owners.append((f"layer{block.index}.norm", block.norm))
         owners.append(("output", self.output))
-        self._flatten([layer for _, layer in owners])
-        for prefix, layer in owners:
-            self._register(prefix, layer)
-        self._hidden_names = {  # parameter names of the hidden Linear layers, by layer
-            key: [f"layer{block.index}.{key}" for block in self.blocks]
-            for key in ("weight", "bias")
-        }
+        return owners, "layer"
 
     @classmethod
     def from_dict(cls, spec: dict, rng: np.random.Generator | None = None) -> "MLP":
