@@ -258,8 +258,8 @@ def gradient_profile(stream_norms, theory=None, tol: float = 0.05) -> dict:
         "theory_factor_last_quarter": theory_last,
         "quarter_blocks": k,
     }
-    profile["theory_note"] = None if applicable else (
-        theory.reason if theory is not None else "no theory"
+    profile["theory_note"] = (
+        None if applicable else (theory.reason if theory is not None else "no theory")
     )
     profile["sentence"] = profile_sentence(profile, depth, tol)
     return profile

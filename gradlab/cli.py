@@ -5,6 +5,7 @@ Heavy modules are imported inside the commands, so ``gradlab --help`` stays fast
 imports matplotlib.
 """
 
+import json
 import math
 import sys
 
@@ -109,9 +110,47 @@ def config_command(config_path, overrides):
 @click.option("--batch-size", type=click.IntRange(min=1), help="For --norm batch.")
 @click.option("--q0", type=float, default=1.0, show_default=True, help="Mean squared input.")
 @click.option("--tol", type=float, default=0.05, show_default=True, help="Verdict tolerance.")
-def theory_command(activation, weight_scale, bias_scale, norm, leaky_slope, batch_size, q0, tol):
+@click.option(
+    "--residual",
+    type=click.Choice(vocabulary.RESIDUAL_BRANCHES),
+    help="A residual network with this branch: the predicted gradient profile (needs --depth).",
+)
+@click.option(
+    "--branch-scale",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="sigma_v of --residual full: V ~ N(0, sigma_v^2/n).",
+)
+@click.option("--depth", type=click.IntRange(min=1), help="Residual blocks (with --residual).")
+@click.option(
+    "--norm-position",
+    type=click.Choice(vocabulary.NORM_POSITIONS),
+    default="pre",
+    show_default=True,
+    help="Where --norm goes in a residual block.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def theory_command(
+    activation,
+    weight_scale,
+    bias_scale,
+    norm,
+    leaky_slope,
+    batch_size,
+    q0,
+    tol,
+    residual,
+    branch_scale,
+    depth,
+    norm_position,
+    fmt,
+):
     """Mean-field prediction at initialization: q*, chi_1, the factor M, regime, critical
-    weight scale."""
+    weight scale; with --residual, the gradient's predicted ratio across --depth residual
+    blocks and the per-block factors at the first and the last block."""
     from gradlab import theory
 
     for option, value, strict in (
@@ -123,6 +162,12 @@ def theory_command(activation, weight_scale, bias_scale, norm, leaky_slope, batc
         if not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
             rule = "> 0" if strict else ">= 0"
             raise UserError(f"{option} must be {rule} (a finite number), got {value:g}")
+    if residual is not None:
+        _residual_theory(
+            activation, weight_scale, bias_scale, norm, leaky_slope, q0, residual,
+            branch_scale, depth, norm_position, fmt,
+        )  # fmt: skip
+        return
     try:
         prediction = theory.predict(
             activation,
@@ -139,6 +184,9 @@ def theory_command(activation, weight_scale, bias_scale, norm, leaky_slope, batc
             "--weight-scale, --bias-scale or --q0 is too large for the mean-field computation "
             "(its square overflows)"
         ) from None
+    if fmt == "json":
+        click.echo(json.dumps(prediction.to_dict(), indent=2))
+        return
     critical = prediction.critical_weight_scale
     entry = theory.activation_entry(activation, leaky_slope)
     lines = [
@@ -162,6 +210,76 @@ def theory_command(activation, weight_scale, bias_scale, norm, leaky_slope, batc
         ),
         f"basis                  {prediction.reason}",
     ]
+    click.echo("\n".join(lines))
+
+
+def _residual_theory(
+    activation, weight_scale, bias_scale, norm, leaky_slope, q0, branch, branch_scale, depth,
+    norm_position, fmt,
+):  # fmt: skip
+    """``gradlab theory --residual``: the predicted profile, in text or JSON."""
+    from gradlab.results import to_jsonable
+    from gradlab.theory_residual import predict_residual
+
+    if depth is None:
+        raise UserError("--residual needs --depth (the number of residual blocks)")
+    if not (math.isfinite(branch_scale) and branch_scale > 0):
+        raise UserError(f"--branch-scale must be > 0 (a finite number), got {branch_scale:g}")
+    try:
+        prediction = predict_residual(
+            activation,
+            weight_scale,
+            bias_scale,
+            depth,
+            branch=branch,
+            branch_scale=branch_scale,
+            norm=norm,
+            norm_position=norm_position,
+            q0=q0,
+            leaky_slope=leaky_slope,
+        )
+    except OverflowError:
+        raise UserError("--weight-scale, --branch-scale or --q0 is too large (overflow)") from None
+    factors = prediction.factors
+    result = {
+        "activation": activation,
+        "weight_scale": weight_scale,
+        "bias_scale": bias_scale,
+        "norm": norm,
+        "norm_position": norm_position,
+        "residual": branch,
+        "branch_scale": branch_scale,
+        "depth": depth,
+        "q0": q0,
+        "applicable": prediction.applicable,
+        "ratio": prediction.ratio,
+        "factor_first_block": factors[0] if factors else None,
+        "factor_last_block": factors[-1] if factors else None,
+        "reason": prediction.reason,
+        "factors": list(factors) if factors else None,
+        "q": list(prediction.q) if prediction.q else None,
+    }
+    if fmt == "json":
+        click.echo(json.dumps(to_jsonable(result), indent=2))
+        return
+    missing = f"none ({prediction.reason})"
+    lines = [
+        f"activation={activation} weight_scale={_number(weight_scale, '.6g')} "
+        f"bias_scale={_number(bias_scale, '.6g')} norm={norm}"
+        + (f" norm_position={norm_position}" if norm != "none" else "")
+        + f" residual={branch}"
+        + (f" branch_scale={_number(branch_scale, '.6g')}" if branch == "full" else "")
+        + f" depth={depth}",
+        "predicted ratio        "
+        + (_number(result["ratio"], ".6g") if factors else missing)
+        + ("  (|dL/dx^0| / |dL/dx^depth|)" if factors else ""),
+    ]
+    if factors:
+        lines += [
+            f"factor at block 1      {_number(factors[0], '.6g')}",
+            f"factor at block {depth:<6} {_number(factors[-1], '.6g')}",
+            f"basis                  {prediction.reason}",
+        ]
     click.echo("\n".join(lines))
 
 

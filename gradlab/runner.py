@@ -166,9 +166,8 @@ def predict_theory(config: Config, q0: float) -> dict:
             leaky_slope=config.model.leaky_slope,
         )
     except OverflowError:  # e.g. weight_scale 1e200: sigma_w^2 is beyond the float range
-        prediction = _no_prediction(
-            config, effective_scale, q0, "no prediction: sigma_w^2, sigma_b^2 or q0 overflows a float"
-        )
+        reason = "no prediction: sigma_w^2, sigma_b^2 or q0 overflows a float"
+        prediction = _no_prediction(config, effective_scale, q0, reason)
     result = prediction.to_dict()
     result["applies_to"] = "initialization"
     return result

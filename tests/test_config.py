@@ -212,6 +212,7 @@ def test_to_dict_keeps_schema_order_and_round_trips():
         "init",
         "batchnorm",
         "layernorm",
+        "residual",
     ]
     assert config_from_dict(as_dict) == config
 

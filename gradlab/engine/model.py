@@ -127,7 +127,9 @@ class MLP:
         self.blocks: list[HiddenBlock] = []
         fan_in = self.input_dim
         for index in range(1, self.depth + 1):
-            block = HiddenBlock(index, linear(fan_in, self.width), make_norm(), make_activation_layer())
+            block = HiddenBlock(
+                index, linear(fan_in, self.width), make_norm(), make_activation_layer()
+            )
             self.blocks.append(block)
             fan_in = self.width
         self.output = linear(self.width, self.output_dim)

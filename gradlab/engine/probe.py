@@ -60,7 +60,9 @@ STATISTICS = (
     ),
     Statistic(  # ||dL/dh_l||, h_l the Linear's output (before normalization); residual
         # networks: ||dL/dx^l||, the gradient on the stream after block l (``block.delta``)
-        ("delta_norm",), "backward", lambda probe, block: l2_norm(block.delta)
+        ("delta_norm",),
+        "backward",
+        lambda probe, block: l2_norm(block.delta),
     ),
     Statistic(  # ||W_l||, before the update
         ("weight_norm",), "forward", lambda probe, block: l2_norm(block.linear.params["weight"])
@@ -79,9 +81,7 @@ STAT_NAMES = tuple(name for statistic in STATISTICS for name in statistic.names)
 # residual networks add one column: ||dL/dh^l||, the gradient at the branch's Linear output
 RESIDUAL_STATISTICS = (
     *STATISTICS,
-    Statistic(
-        ("branch_delta_norm",), "backward", lambda probe, block: l2_norm(block.linear.delta)
-    ),
+    Statistic(("branch_delta_norm",), "backward", lambda probe, block: l2_norm(block.linear.delta)),
 )
 RESIDUAL_STAT_NAMES = tuple(name for statistic in RESIDUAL_STATISTICS for name in statistic.names)
 _MOMENTS = ("forward", "backward", "step")

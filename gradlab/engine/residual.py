@@ -43,8 +43,9 @@ class BranchLinear(Layer):
 
     def forward(self, x, train=True):
         self._input = x
-        self.output = self.predict(x, self._buffer("out", (x.shape[0], self.params["weight"].shape[1])))
-        return self.output
+        out = self._buffer("out", (x.shape[0], self.params["weight"].shape[1]))  # B, width
+        self.output = self.predict(x, out)
+        return out
 
     def predict(self, x, out):
         """r = x V into ``out``, which must not overlap ``x``."""
