@@ -239,7 +239,7 @@ def gradient_profile(stream_norms, theory=None, tol: float = 0.05) -> dict:
     ``theory_residual.ResidualPrediction`` (or None). ``ratio`` is |g^0| / |g^depth|; the
     quarter factors are the geometric mean of the per-block factor |g^{l-1}| / |g^l| over the
     first and the last quarter of the blocks; the theory's are null, with a ``theory_note``,
-    where it does not apply."""
+    where it does not apply. ``theory_factors``: the theory's per-block factors."""
     norms = np.asarray(stream_norms, dtype=np.float64)
     depth = norms.size - 1
     k = quarter_blocks(depth)
@@ -262,6 +262,8 @@ def gradient_profile(stream_norms, theory=None, tol: float = 0.05) -> dict:
         None if applicable else (theory.reason if theory is not None else "no theory")
     )
     profile["sentence"] = profile_sentence(profile, depth, tol)
+    # the theory's per-block factors, for the figure's theory profile
+    profile["theory_factors"] = list(theory.factors) if applicable else None
     return profile
 
 

@@ -316,3 +316,24 @@ def test_sweep_over_residual_keys(tmp_path, write_config):
         for path in (tmp_path / "s").rglob("summary.json")
     )
     assert len(ratios) == 2 and ratios[0] < ratios[1]
+
+
+def test_figures_draw_the_theory_profile_and_compare_plain_with_residual(write_config, tmp_path):
+    from gradlab import plots
+
+    changes = {"model.activation": "tanh", "model.depth": 12, "train.steps": 0}
+    residual = _run(write_config, tmp_path, changes, out="residual")
+    plain = gradlab.run(write_config(changes), out=tmp_path / "plain")
+    figure = plots.gradient_by_layer(residual)
+    profile = residual.summary["gradient_profile"]["init"]
+    assert figure.gradlab_shown["theory_ratio"] == profile["theory_ratio"]
+    assert profile["sentence"] in figure.get_suptitle()
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    theory = next(line for label, line in lines.items() if label.startswith("theory profile"))
+    values = np.log(theory.get_ydata())
+    assert values[0] - values[-1] == pytest.approx(np.log(profile["theory_ratio"]) - np.log(
+        profile["theory_factors"][0]), rel=1e-9)  # fmt: skip
+    assert np.ptp(np.diff(values)) > 1e-3  # a curve, not the straight line of a constant M
+    assert any(label.startswith("constant-M fit") for label in lines)
+    compared = plots.compare_gradient_by_layer([plain, residual])
+    assert len(compared.gradlab_shown["factors"]) == 2
