@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from gradlab import analysis, theory, theory_residual
+from gradlab import analysis, residual_summary, theory
 from gradlab.config import Config, config_from_dict, config_to_dict, dump_config_yaml, load_config
 from gradlab.data import TEACHER_WIDTH, make_dataset
 from gradlab.engine import MLP, Probe, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
 from gradlab.engine.model import memory_footprint
-from gradlab.engine.residual import ResidualMLP
+from gradlab.engine.residual import ResidualMLP, residual_memory_footprint
 from gradlab.errors import GradlabError
 from gradlab.results import (
     LAYER_COLUMNS,
@@ -50,10 +50,6 @@ from gradlab.results import (
 from gradlab.signals import on_stop_signals
 
 DEFAULT_RESULTS_ROOT = Path("results")
-_CONSTANT_FIT = (
-    "constant-M fit to the stream gradients |dL/dx^l| of a residual network, whose per-block "
-    "factor need not be constant: see gradient_profile"
-)
 # how the non-"normal" schemes scale sigma_w for a square hidden layer (fan_in = fan_out)
 _EFFECTIVE_SCALE = {"normal": 1.0, "uniform": 1.0, "orthogonal": 1.0, "xavier": 1.0}
 _EFFECTIVE_SCALE["he"] = math.sqrt(2.0)
@@ -148,7 +144,7 @@ _RESIDUAL_NO_FACTOR = (
 
 def predict_theory(config: Config, q0: float) -> dict:
     """Mean-field prediction for this network at initialization (see gradlab.theory); for a
-    residual network none (its profile: ``predict_residual_theory``)."""
+    residual network none (its profile: ``residual_summary.predict``)."""
     init = config.model.init
     effective_scale = init.weight_scale * _EFFECTIVE_SCALE[init.scheme]
     if config.model.residual.enabled:
@@ -190,28 +186,6 @@ def _no_prediction(config: Config, effective_scale: float, q0: float, reason: st
     )
 
 
-def predict_residual_theory(config: Config, q0: float) -> theory_residual.ResidualPrediction:
-    """The predicted gradient profile of a residual network at initialization."""
-    model, init = config.model, config.model.init
-    try:
-        return theory_residual.predict_residual(
-            model.activation,
-            init.weight_scale * _EFFECTIVE_SCALE[init.scheme],
-            init.bias_scale,
-            model.depth,
-            branch=model.residual.branch,
-            branch_scale=model.residual.branch_scale,
-            norm=model.norm,
-            norm_position=model.residual.norm_position,
-            q0=q0,
-            leaky_slope=model.leaky_slope,
-        )
-    except OverflowError:
-        return theory_residual.ResidualPrediction(
-            None, None, "no prediction: sigma_w^2, sigma_v^2 or q0 overflows a float"
-        )
-
-
 def _seed_streams(config: Config) -> list[np.random.SeedSequence]:
     """The data, init and batch seeds: one SeedSequence(seed) spawns all three, so changing
     the model never changes the data."""
@@ -245,7 +219,8 @@ def estimate_memory(config: Config) -> int:
     widest = max(3 * data.input_dim, data.input_dim + 2 * TEACHER_WIDTH)
     making_data = samples * (widest + 4 * outputs) * 8
     copies = 2 + _OPTIMIZER_COPIES[config.train.optimizer] + (config.train.weight_decay > 0)
-    footprint = memory_footprint(
+    residual = model.residual
+    footprint = (residual_memory_footprint if residual.enabled else memory_footprint)(
         data.input_dim,
         outputs,
         model.depth,
@@ -256,6 +231,7 @@ def estimate_memory(config: Config) -> int:
         batch=config.resolved_batch_size,
         eval_batch=max(data.n_test, min(data.n_train, _EVAL_TRAIN_SAMPLES)),
         parameter_copies=copies,
+        **({"branch": residual.branch} if residual.enabled else {}),
     )
     training = samples * (data.input_dim + outputs) * itemsize + sum(footprint.values())
     return _BASE_BYTES + max(making_data, training)
@@ -437,7 +413,7 @@ class _Training:
             )
             factors[label] = {"step": step, **factor}
             if self.model.residual:
-                factors[label]["basis"] = _CONSTANT_FIT
+                factors[label]["basis"] = residual_summary.CONSTANT_FIT
             regimes[label] = factor["regime"]
             layers[label] = {
                 "step": step,
@@ -461,25 +437,20 @@ class _Training:
         return summary
 
     def gradient_profile(self) -> dict:
-        """summary.json's ``gradient_profile`` of a residual network: measured against the
-        theory at init, measured only at the end (the theory describes initialization)."""
+        """summary.json's ``gradient_profile`` of a residual network (``residual_summary``)."""
+        config, init = self.config, self.config.model.init
         q0 = float(np.mean(np.square(self.dataset.x_train, dtype=np.float64)))
-        at_init = predict_residual_theory(self.config, q0)
-        trained = theory_residual.ResidualPrediction(
-            None, None, "the theory describes the network at initialization"
-        )
-        profiles = {}
-        for label, stats, step in (
-            ("init", self.first_stats, 0),
-            ("final", self.last_stats, self.last_logged_step),
-        ):
-            if stats is None:
-                continue
-            norms = [self.stream_input_norms[label], *stats["delta_norm"]]
-            prediction = at_init if step == 0 else trained
-            profile = analysis.gradient_profile(norms, prediction, self.config.analysis.tol)
-            profiles[label] = {"step": step, **profile}
-        return profiles
+        effective_scale = init.weight_scale * _EFFECTIVE_SCALE[init.scheme]
+        measured = {
+            label: (step, self.stream_input_norms[label], stats["delta_norm"])
+            for label, stats, step in (
+                ("init", self.first_stats, 0),
+                ("final", self.last_stats, self.last_logged_step),
+            )
+            if stats is not None
+        }
+        prediction = residual_summary.predict(config, effective_scale, q0)
+        return residual_summary.gradient_profiles(config, prediction, measured)
 
 
 def resolve_config(config_or_path, overrides=(), origin="overrides") -> Config:

@@ -337,3 +337,38 @@ def test_figures_draw_the_theory_profile_and_compare_plain_with_residual(write_c
     assert any(label.startswith("constant-M fit") for label in lines)
     compared = plots.compare_gradient_by_layer([plain, residual])
     assert len(compared.gradlab_shown["factors"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("branch", "activation", "norm", "dtype"),
+    [
+        ("full", "sigmoid", "none", "float64"),
+        ("reduced", "tanh", "layer", "float32"),
+        ("full", "relu", "batch", "float64"),
+        ("reduced", "linear", "none", "float32"),
+    ],
+)
+def test_footprint_counts_the_arrays_training_keeps(branch, activation, norm, dtype):
+    from gradlab.engine.residual import residual_memory_footprint
+
+    batch, depth = 16, 5
+    model = ResidualMLP(
+        input_dim=6, output_dim=3, depth=depth, width=9, activation=activation, norm=norm,
+        dtype=dtype, branch=branch, rng=np.random.default_rng(0),
+    )  # fmt: skip
+    probe = Probe(model)
+    probe.start(layer_stats=True)
+    rng = np.random.default_rng(1)
+    _, dlogits = mse(model.forward(rng.normal(size=(batch, 6)), probe=probe), np.zeros((batch, 3)))
+    model.backward(dlogits, probe=probe)
+    model.predict(rng.normal(size=(40, 6)))  # evaluation adds nothing to count
+    footprint = residual_memory_footprint(
+        6, 3, depth, 9, activation, norm, dtype, batch=batch, branch=branch
+    )
+    held = [array for layer in model.layers for array in layer._scratch.values()]
+    held += [array for block in model.blocks for array in block._scratch.values()]
+    per_sample = [a for a in held if a.ndim == 2 and a.shape[0] == batch and a.shape[1] > 1]
+    masks = [a for a in per_sample if a.dtype == bool]
+    assert sum(a.nbytes for a in per_sample) == footprint["activations"], len(masks)
+    parameters = sum(value.nbytes for value in model.params.values())
+    assert footprint["parameters"] == 2 * parameters

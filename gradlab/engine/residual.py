@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gradlab import vocabulary
+from gradlab.engine.activations import ACTIVATIONS
 from gradlab.engine.init import init_weight
 from gradlab.engine.layers import Activation, Layer, Linear
 from gradlab.engine.model import MLP
@@ -241,3 +242,42 @@ class ResidualMLP(MLP):
     def stream_deltas(self) -> list[np.ndarray]:
         """dL/dx^l for l = 0..depth (x^0 the input layer's output)."""
         return [self.input_layer.delta, *self.deltas()]
+
+
+def residual_memory_footprint(
+    input_dim: int,
+    output_dim: int,
+    depth: int,
+    width: int,
+    activation: str = "sigmoid",
+    norm: str = "none",
+    dtype="float64",
+    batch: int = 64,
+    eval_batch: int = 0,
+    parameter_copies: int = 2,
+    branch: str = "full",
+) -> dict[str, int]:
+    """``memory_footprint`` of a ``ResidualMLP``: per block its layers' arrays, the Linear's
+    own dL/dx, the branch map's two and the block's sum and dL/dx^{l-1}; ``predict`` keeps
+    four (eval_batch, width) arrays."""
+    itemsize = np.dtype(dtype).itemsize
+    norm_class = {"none": None, "batch": BatchNorm, "layer": LayerNorm}[norm]
+    activation_class = ACTIVATIONS[activation]
+    per_block = (Linear.train_arrays + 1 + 2 + activation_class.train_arrays) * width * itemsize
+    per_block += activation_class.train_masks * width
+    per_block += norm_class.train_arrays * width * itemsize if norm_class is not None else 0
+    per_block += BranchLinear.train_arrays * width * itemsize if branch == "full" else 0
+    # the input layer's h; the output layer's h and dL/dx
+    per_sample = (Linear.train_arrays * width + output_dim + width) * itemsize
+    per_sample += depth * per_block
+    block_parameters = width * width + width  # W, b
+    block_parameters += 2 * width if norm_class is not None else 0  # gamma, beta
+    block_parameters += width * width if branch == "full" else 0  # V
+    parameter_count = (input_dim + 1) * width + depth * block_parameters
+    parameter_count += (width + 1) * output_dim
+    return {
+        "parameters": parameter_copies * parameter_count * itemsize,
+        "activations": batch * per_sample,
+        "statistics": batch * 2 * width * 8,
+        "predict": eval_batch * (4 * width + output_dim) * itemsize,
+    }
