@@ -287,7 +287,7 @@ def test_dumped_residual_config_loads_back():
             "model.residual.norm_position: 'after' is not one of pre, post",
         ),
         ({"model.residual.enabled": "yes"}, "model.residual.enabled: must be true or false"),
-        ({**RESIDUAL, "model.depth": 0}, "model.depth: must be an integer >= 1"),
+        ({**RESIDUAL, "model.depth": 0}, "model.depth: must be >= 1, got 0"),
         ({"model.residual.enabeld": True}, "did you mean 'enabled'?"),
     ],
 )
