@@ -101,9 +101,9 @@ $GRADLAB summary "$OUT/phase_diagram" | tee "$OUT/phase_diagram_summary.txt"
 plot phase_diagram
 figure phase_diagram/plots/phase_factor.png phase_diagram
 
-# 8. residual networks: the 200-deep sigmoid network plain and residual; pre- against post-norm
+# 8. residual networks: the 200-deep tanh network plain and residual; pre- against post-norm
 run residual residual/residual
-$GRADLAB theory --activation sigmoid --weight-scale 4 --residual full --branch-scale 0.1 \
+$GRADLAB theory --activation tanh --weight-scale 0.7 --residual full --branch-scale 0.1 \
     --depth 200 | tee "$OUT/theory_residual.txt"
 $GRADLAB sweep configs/sweeps/residual_vs_plain.yaml --out "$OUT/residual_vs_plain" --quiet \
     | tee "$OUT/residual_vs_plain.txt"
