@@ -363,7 +363,7 @@ def test_non_utf8_file(tmp_path):
             "model: {activaton: relu}",
             "model.activaton",
             "model.activaton: unknown key in {file}; did you mean 'activation'? (allowed: depth, "
-            "width, activation, norm, leaky_slope, init, batchnorm, layernorm)",
+            "width, activation, norm, leaky_slope, init, batchnorm, layernorm, residual)",
         ),
         (
             "model: {init: {weight_scal: 2}}",
@@ -425,7 +425,7 @@ def test_non_utf8_file(tmp_path):
             "model",
             "model: must be a mapping of keys (depth, width, activation, norm, leaky_slope, init, "
             "batchnorm, "
-            "layernorm), got 3",
+            "layernorm, residual), got 3",
         ),
         ("name: 12", "name", "name: must be a string, got 12"),
         # out of range
@@ -534,7 +534,7 @@ def test_direct_construction_is_checked_too():
         (
             "model.activaton=relu",
             "model.activaton: unknown key in --set; did you mean 'activation'? (allowed: depth, "
-            "width, activation, norm, leaky_slope, init, batchnorm, layernorm)",
+            "width, activation, norm, leaky_slope, init, batchnorm, layernorm, residual)",
         ),
         (
             "trian.lr=1",
