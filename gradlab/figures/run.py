@@ -44,6 +44,7 @@ from gradlab.figures.common import (
 )
 from gradlab.results import Run
 
+STREAM_LABEL = r"$|\partial\mathcal{L}/\partial x^l|$, the residual stream (L2 norm)"
 HEATMAP_DECADES = 12  # at most this many decades of colour, unless the init profile needs more
 BELOW_RANGE_COLOUR = "black"  # heatmap cells below (above) the colour range
 ABOVE_RANGE_COLOUR = "white"
@@ -95,9 +96,10 @@ def gradient_by_layer(run: Run) -> Figure:
         f"{title(run)}: gradient by layer, {DELTA} $\\propto M^{{L-l}}$\n{factor_title(run)}"
     )
     init_ax, *later = figure.subplots(1, 2 if steps.size > 1 else 1, squeeze=False)[0]
+    stream = residual_profile(run) is not None  # residual: delta_norm is |dL/dx^l|
     for ax in (init_ax, *later):
         ax.set_xlabel(LAYER_LABEL)
-        ax.set_ylabel(DELTA_LABEL if ax is init_ax else DELTA)
+        ax.set_ylabel(STREAM_LABEL if stream else DELTA_LABEL if ax is init_ax else DELTA)
     init_ax.set_title("at initialization (step 0)")
     if steps.size == 0 or not has_positive(deltas[:1], weight_grads[:1]):
         no_data(init_ax, "no finite nonzero gradient norms logged")
