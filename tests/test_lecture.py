@@ -278,15 +278,16 @@ def test_small_branch_keeps_the_residual_gradient_within_ten_and_sigma_v_1_does_
     )
     assert 0.1 < small["ratio"] < 10 and small["theory_ratio"] < 10
     assert large["ratio"] > 100 and large["theory_ratio"] > 100
-    for profile in (small, large):  # width 64: theory and measurement within a few percent
-        assert profile["ratio"] == pytest.approx(profile["theory_ratio"], rel=0.1)
-        assert profile["sentence"].endswith("no exponential vanishing or explosion")
-    text = TUTORIAL.read_text(encoding="utf-8")  # the tutorial quotes them as printed
+    # the theory is for infinite width: at width 64, the measured ratio is 12% above it for
+    # sigma_v = 1, 2% in its logarithm
+    assert small["ratio"] == pytest.approx(small["theory_ratio"], rel=0.05)
+    assert np.log(large["ratio"]) == pytest.approx(np.log(large["theory_ratio"]), rel=0.05)
     for profile in (small, large):
-        assert (
-            f"x{profile['ratio']:.3g} across 200 blocks (theory x{profile['theory_ratio']:.3g})"
-            in text
-        )
+        assert profile["sentence"].endswith("no exponential vanishing or explosion")
+    text = TUTORIAL.read_text(encoding="utf-8")  # the tutorial's table quotes them
+    for profile in (small, large):
+        assert f"| x{profile['ratio']:.3g} | x{profile['theory_ratio']:.3g} |" in text
+    assert f"at init: {small['sentence']}\n" in text  # and what gradlab run printed
 
 
 def test_residual_network_trains_where_the_plain_one_does_not(tmp_path):
@@ -301,6 +302,10 @@ def test_residual_network_trains_where_the_plain_one_does_not(tmp_path):
     )
     assert residual < 0.3 * plain
     assert plain > 0.9  # the plain network predicts about the mean (loss ~1)
+    # docs/tutorial.md's table, to the margin of a run not checked across BLAS kernels
+    assert f"| residual, σ_v = 0.1 | x1.36 | x1.39 | {residual:.3g} |" in TUTORIAL.read_text(
+        encoding="utf-8"
+    )
 
 
 def test_pre_norm_follows_theory_and_post_norm_is_measured_only(tmp_path):
