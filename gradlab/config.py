@@ -457,11 +457,16 @@ def config_to_dict(config: Config) -> dict:
     return asdict(config)
 
 
-def dump_config_yaml(config: Config) -> str:
-    """The full config as YAML text (every key, schema order), loadable by load_config; the
-    ``model.residual`` section only when it is not all defaults, so a plain network's
-    config.yaml is what it was before residual networks existed."""
+def saved_config(config: Config) -> dict:
+    """The mapping a run's config.yaml holds: every key, the ``model.residual`` section only
+    when it is not all defaults, so a plain network's config.yaml is what it was before
+    residual networks existed (and a sweep finds its earlier runs unchanged)."""
     mapping = config_to_dict(config)
     if config.model.residual == ResidualConfig():
         del mapping["model"]["residual"]
-    return yaml.safe_dump(mapping, sort_keys=False)
+    return mapping
+
+
+def dump_config_yaml(config: Config) -> str:
+    """``saved_config`` as YAML text (schema order), loadable by load_config."""
+    return yaml.safe_dump(saved_config(config), sort_keys=False)

@@ -316,6 +316,9 @@ def test_sweep_over_residual_keys(tmp_path, write_config):
         for path in (tmp_path / "s").rglob("summary.json")
     )
     assert len(ratios) == 2 and ratios[0] < ratios[1]
+    # run again: both points are found done (config.yaml holds the residual section)
+    again = CliRunner().invoke(cli, ["sweep", str(spec), "--out", str(tmp_path / "s"), "-j", "1"])
+    assert again.exit_code == 0 and "0 ran (2 skipped)" in again.output, again.output
 
 
 def test_figures_draw_the_theory_profile_and_compare_plain_with_residual(write_config, tmp_path):

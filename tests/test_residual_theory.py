@@ -1,12 +1,14 @@
 """The residual networks' mean-field recursion (gradlab.theory_residual) against simulated
 networks of width 256 at initialization, and where it gives no number."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from gradlab import theory
 from gradlab.cli import cli
 from gradlab.engine import ResidualMLP
 from gradlab.engine.norms import l2_norm
@@ -114,14 +116,19 @@ def test_theory_command_residual_text_and_json():
     prediction = predict_residual("tanh", 1.0, 0.0, 200, branch_scale=0.1)
     assert f"predicted ratio        {prediction.ratio:.6g}" in text.output
     first = CliRunner().invoke(cli, [*args, "--format", "json"])
-    import json
-
     data = json.loads(first.output)
     assert data["ratio"] == prediction.ratio
     assert data["factor_first_block"] == prediction.factors[0]
     assert data["factor_last_block"] == prediction.factors[-1]
     none = CliRunner().invoke(cli, [*args, "--norm", "batch"])
     assert none.exit_code == 0 and "none (no theory for BatchNorm" in none.output
+
+
+def test_theory_command_json_of_a_plain_network_is_the_prediction():
+    result = CliRunner().invoke(cli, ["theory", "--weight-scale", "4", "--format", "json"])
+    data = json.loads(result.output)
+    assert data["factor"] == theory.predict("sigmoid", 4.0).factor
+    assert data["regime"] == "vanishing"
 
 
 def test_theory_command_residual_needs_a_depth():

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradlab.config import config_to_dict
+from gradlab.config import saved_config
 from gradlab.errors import GradlabError
 from gradlab.results import DONE_STATUSES, holds_only_run_files, is_run_dir, read_run
 from gradlab.sweep.expand import Point, Sweep
@@ -90,7 +90,7 @@ def _state(path: Path, point: Point, retry_failed: bool, conflicts: list) -> tup
     run = read_run(path)
     if run.unreadable:
         return "incomplete", None
-    expected = config_to_dict(point.config)
+    expected = saved_config(point.config)  # as config.yaml holds it
     if run.config != expected:
         difference = _first_difference(expected, run.config)
         conflicts.append(
