@@ -36,7 +36,7 @@ from gradlab.data import TEACHER_WIDTH, make_dataset
 from gradlab.engine import MLP, Probe, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
 from gradlab.engine.model import memory_footprint
-from gradlab.engine.residual import ResidualMLP, residual_memory_footprint
+from gradlab.engine.residual import ResidualMLP
 from gradlab.errors import GradlabError
 from gradlab.results import (
     LAYER_COLUMNS,
@@ -220,7 +220,7 @@ def estimate_memory(config: Config) -> int:
     making_data = samples * (widest + 4 * outputs) * 8
     copies = 2 + _OPTIMIZER_COPIES[config.train.optimizer] + (config.train.weight_decay > 0)
     residual = model.residual
-    footprint = (residual_memory_footprint if residual.enabled else memory_footprint)(
+    footprint = memory_footprint(
         data.input_dim,
         outputs,
         model.depth,
@@ -231,7 +231,7 @@ def estimate_memory(config: Config) -> int:
         batch=config.resolved_batch_size,
         eval_batch=max(data.n_test, min(data.n_train, _EVAL_TRAIN_SAMPLES)),
         parameter_copies=copies,
-        **({"branch": residual.branch} if residual.enabled else {}),
+        branch=residual.branch if residual.enabled else None,
     )
     training = samples * (data.input_dim + outputs) * itemsize + sum(footprint.values())
     return _BASE_BYTES + max(making_data, training)

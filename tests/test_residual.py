@@ -352,7 +352,7 @@ def test_figures_draw_the_theory_profile_and_compare_plain_with_residual(write_c
     ],
 )
 def test_footprint_counts_the_arrays_training_keeps(branch, activation, norm, dtype):
-    from gradlab.engine.residual import residual_memory_footprint
+    from gradlab.engine.model import memory_footprint
 
     batch, depth = 16, 5
     model = ResidualMLP(
@@ -365,7 +365,7 @@ def test_footprint_counts_the_arrays_training_keeps(branch, activation, norm, dt
     _, dlogits = mse(model.forward(rng.normal(size=(batch, 6)), probe=probe), np.zeros((batch, 3)))
     model.backward(dlogits, probe=probe)
     model.predict(rng.normal(size=(40, 6)))  # evaluation adds nothing to count
-    footprint = residual_memory_footprint(
+    footprint = memory_footprint(
         6, 3, depth, 9, activation, norm, dtype, batch=batch, branch=branch
     )
     held = [array for layer in model.layers for array in layer._scratch.values()]

@@ -271,8 +271,10 @@ def memory_footprint(
     batch: int = 64,
     eval_batch: int = 0,
     parameter_copies: int = 2,
+    branch: str | None = None,
 ) -> dict[str, int]:
-    """Bytes an ``MLP`` of this shape holds, by part, without building it.
+    """Bytes an ``MLP`` of this shape holds, by part, without building it (with a residual
+    ``branch``, "full" or "reduced": a ``ResidualMLP``'s, ``residual.residual_footprint``).
 
     parameters: ``parameter_copies`` arrays of every parameter (2: values and gradients; an
     optimizer adds its state). activations: the (batch, features) arrays a training step
@@ -284,6 +286,11 @@ def memory_footprint(
     itemsize = np.dtype(dtype).itemsize
     norm_class = {"none": None, "batch": BatchNorm, "layer": LayerNorm}[norm]
     activation_class = ACTIVATIONS[activation]
+    if branch is not None:
+        from gradlab.engine.residual import residual_footprint  # (it imports this module)
+
+        shape = (input_dim, output_dim, depth, width, batch, eval_batch, parameter_copies)
+        return residual_footprint(*shape, itemsize, norm_class, activation_class, branch)
     shared = _shares_input_grads(activation, norm)
     per_sample = (width + output_dim) * itemsize  # the output layer: dL/dx and h
     for index in range(1, depth + 1):

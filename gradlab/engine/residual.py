@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from gradlab import vocabulary
-from gradlab.engine.activations import ACTIVATIONS
 from gradlab.engine.init import init_weight
 from gradlab.engine.layers import Activation, Layer, Linear
 from gradlab.engine.model import MLP
@@ -244,25 +243,13 @@ class ResidualMLP(MLP):
         return [self.input_layer.delta, *self.deltas()]
 
 
-def residual_memory_footprint(
-    input_dim: int,
-    output_dim: int,
-    depth: int,
-    width: int,
-    activation: str = "sigmoid",
-    norm: str = "none",
-    dtype="float64",
-    batch: int = 64,
-    eval_batch: int = 0,
-    parameter_copies: int = 2,
-    branch: str = "full",
-) -> dict[str, int]:
+def residual_footprint(
+    input_dim, output_dim, depth, width, batch, eval_batch, parameter_copies, itemsize,
+    norm_class, activation_class, branch,
+):  # fmt: skip
     """``memory_footprint`` of a ``ResidualMLP``: per block its layers' arrays, the Linear's
     own dL/dx, the branch map's two and the block's sum and dL/dx^{l-1}; ``predict`` keeps
     four (eval_batch, width) arrays."""
-    itemsize = np.dtype(dtype).itemsize
-    norm_class = {"none": None, "batch": BatchNorm, "layer": LayerNorm}[norm]
-    activation_class = ACTIVATIONS[activation]
     per_block = (Linear.train_arrays + 1 + 2 + activation_class.train_arrays) * width * itemsize
     per_block += activation_class.train_masks * width
     per_block += norm_class.train_arrays * width * itemsize if norm_class is not None else 0
