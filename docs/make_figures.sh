@@ -106,6 +106,23 @@ run bottleneck widths/bottleneck
 plot widths
 figure widths/bottleneck/plots/gradient_by_layer.png bottleneck_gradient_by_layer
 
+# 9. residual networks: the 200-deep tanh network plain and residual; pre- against post-norm
+run residual residual/residual
+$GRADLAB theory --activation tanh --weight-scale 0.7 --residual full --branch-scale 0.1 \
+    --depth 200 | tee "$OUT/theory_residual.txt"
+$GRADLAB sweep configs/sweeps/residual_vs_plain.yaml --out "$OUT/residual_vs_plain" --quiet \
+    | tee "$OUT/residual_vs_plain.txt"
+$GRADLAB summary "$OUT/residual_vs_plain" | tee "$OUT/residual_vs_plain_summary.txt"
+$GRADLAB sweep configs/sweeps/post_vs_pre_norm.yaml --out "$OUT/post_vs_pre_norm" --quiet \
+    | tee "$OUT/post_vs_pre_norm.txt"
+plot residual
+plot residual_vs_plain
+plot post_vs_pre_norm
+figure residual/residual/plots/gradient_by_layer.png residual_gradient_by_layer
+figure residual_vs_plain/plots/compare_gradient_by_layer.png residual_vs_plain_gradient
+figure residual_vs_plain/plots/compare_loss.png residual_vs_plain_loss
+figure post_vs_pre_norm/plots/compare_gradient_by_layer.png post_vs_pre_norm_gradient
+
 if ((RUNS_ONLY)); then
     echo "reports in $OUT/"
     exit 0

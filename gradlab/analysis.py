@@ -344,3 +344,70 @@ def shortest_suffixes(keys: Sequence[str], others: Iterable[str], reserved=()) -
 def short_key(key: str) -> str:
     """The last part of a dotted key ('model.init.weight_scale' -> 'weight_scale')."""
     return key.rsplit(".", 1)[-1]
+
+
+# ---- residual networks -------------------------------------------------------------------
+
+
+def quarter_blocks(depth: int) -> int:
+    """Blocks in a quarter of a residual network: depth // 4, at least one."""
+    return max(1, depth // 4)
+
+
+def quarter_means(log_factors) -> tuple[float, float]:
+    """exp of the mean of the first and of the last quarter of per-block log factors."""
+    log_factors = np.asarray(log_factors, dtype=np.float64)
+    k = quarter_blocks(log_factors.size)
+    return float(np.exp(np.mean(log_factors[:k]))), float(np.exp(np.mean(log_factors[-k:])))
+
+
+def gradient_profile(stream_norms, theory=None, tol: float = 0.05) -> dict:
+    """What summary.json records for one step of a residual network: ``stream_norms`` are
+    |dL/dx^l| for l = 0..depth (x^0 the input layer's output), ``theory`` a
+    ``theory_residual.ResidualPrediction`` (or None). ``ratio`` is |g^0| / |g^depth|; the
+    quarter factors are the geometric mean of the per-block factor |g^{l-1}| / |g^l| over the
+    first and the last quarter of the blocks; the theory's are null, with a ``theory_note``,
+    where it does not apply. ``theory_factors``: the theory's per-block factors."""
+    norms = np.asarray(stream_norms, dtype=np.float64)
+    depth = norms.size - 1
+    k = quarter_blocks(depth)
+    with np.errstate(all="ignore"):
+        ratio = norms[0] / norms[-1]
+        first = (norms[0] / norms[k]) ** (1.0 / k)
+        last = (norms[depth - k] / norms[-1]) ** (1.0 / k)
+    applicable = theory is not None and theory.applicable
+    theory_first, theory_last = theory.quarter_factors() if applicable else (None, None)
+    profile = {
+        "ratio": _finite_or_none(float(ratio)),
+        "theory_ratio": theory.ratio if applicable else None,
+        "factor_first_quarter": _finite_or_none(float(first)),
+        "factor_last_quarter": _finite_or_none(float(last)),
+        "theory_factor_first_quarter": theory_first,
+        "theory_factor_last_quarter": theory_last,
+        "quarter_blocks": k,
+    }
+    profile["theory_note"] = (
+        None if applicable else (theory.reason if theory is not None else "no theory")
+    )
+    profile["sentence"] = profile_sentence(profile, depth, tol)
+    # the theory's per-block factors, for the figure's theory profile
+    profile["theory_factors"] = list(theory.factors) if applicable else None
+    return profile
+
+
+def profile_sentence(profile: dict, depth: int, tol: float = 0.05) -> str:
+    """'the gradient grows x3.1 across 100 blocks (theory x3.0); no exponential vanishing or
+    explosion': the ratio, and the verdict on the mean per-block factor ratio^(1/depth)."""
+    ratio = profile["ratio"]
+    if ratio is None:
+        return "unknown: the gradient on the stream is zero or not finite"
+    verb = "grows" if ratio >= 1 else "shrinks"
+    theory = profile["theory_ratio"]
+    shown = f"theory x{theory:.3g}" if theory is not None else "no theory"
+    sentence = f"the gradient {verb} x{ratio:.3g} across {depth} blocks ({shown})"
+    per_block = ratio ** (1.0 / depth)
+    regime = verdict(per_block, tol)
+    if regime == "stable":
+        return f"{sentence}; no exponential vanishing or explosion"
+    kind = "explosion" if regime == "exploding" else "vanishing"
+    return f"{sentence}; exponential {kind}, x{per_block:.3g} per block"

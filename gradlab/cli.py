@@ -5,6 +5,7 @@ Heavy modules are imported inside the commands, so ``gradlab --help`` stays fast
 imports matplotlib.
 """
 
+import json
 import math
 import sys
 
@@ -117,6 +118,26 @@ def config_command(config_path, overrides):
     help="Probability of dropping a unit of each hidden layer's output.",
 )
 @click.option(
+    "--residual",
+    type=click.Choice(vocabulary.RESIDUAL_BRANCHES),
+    help="A residual network with this branch: the predicted gradient profile (needs --depth).",
+)
+@click.option(
+    "--branch-scale",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="sigma_v of --residual full: V ~ N(0, sigma_v^2/n).",
+)
+@click.option("--depth", type=click.IntRange(min=1), help="Residual blocks (with --residual).")
+@click.option(
+    "--norm-position",
+    type=click.Choice(vocabulary.NORM_POSITIONS),
+    default="pre",
+    show_default=True,
+    help="Where --norm goes in a residual block.",
+)
+@click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @click.option(
@@ -139,13 +160,19 @@ def theory_command(
     q0,
     tol,
     dropout,
+    residual,
+    branch_scale,
+    depth,
+    norm_position,
     fmt,
     critical_line,
     bias_scales,
 ):
     """Mean-field prediction at initialization: q*, chi_1, the factor M, regime, critical
     weight scale and the depth scales xi_grad, xi_q, c*, xi_c (Schoenholz et al. 2017); with
-    --critical-line, the critical weight scale for several bias scales."""
+    --critical-line, the critical weight scale for several bias scales; with --residual, the
+    gradient's predicted ratio across --depth residual blocks and the per-block factors at
+    the first and the last block."""
     from gradlab import theory, theory_report
 
     scales = _bias_scales(bias_scales, bias_scale) if critical_line else [bias_scale]
@@ -158,6 +185,14 @@ def theory_command(
         if not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
             rule = "> 0" if strict else ">= 0"
             raise UserError(f"{option} must be {rule} (a finite number), got {value:g}")
+    if residual is not None:
+        if critical_line or dropout > 0:
+            raise UserError("--residual goes with neither --critical-line nor --dropout")
+        _residual_theory(
+            activation, weight_scale, bias_scale, norm, leaky_slope, q0, residual,
+            branch_scale, depth, norm_position, fmt,
+        )  # fmt: skip
+        return
     try:
         if critical_line:
             rows = theory_report.critical_line(activation, scales, norm, q0, dropout, leaky_slope)
@@ -197,6 +232,76 @@ def _bias_scales(text: str | None, default: float) -> list[float]:
                 "list such as 0,0.05,0.3"
             ) from None
     return values
+
+
+def _residual_theory(
+    activation, weight_scale, bias_scale, norm, leaky_slope, q0, branch, branch_scale, depth,
+    norm_position, fmt,
+):  # fmt: skip
+    """``gradlab theory --residual``: the predicted profile, in text or JSON."""
+    from gradlab.results import to_jsonable
+    from gradlab.theory_residual import predict_residual
+
+    if depth is None:
+        raise UserError("--residual needs --depth (the number of residual blocks)")
+    if not (math.isfinite(branch_scale) and branch_scale > 0):
+        raise UserError(f"--branch-scale must be > 0 (a finite number), got {branch_scale:g}")
+    try:
+        prediction = predict_residual(
+            activation,
+            weight_scale,
+            bias_scale,
+            depth,
+            branch=branch,
+            branch_scale=branch_scale,
+            norm=norm,
+            norm_position=norm_position,
+            q0=q0,
+            leaky_slope=leaky_slope,
+        )
+    except OverflowError:
+        raise UserError("--weight-scale, --branch-scale or --q0 is too large (overflow)") from None
+    factors = prediction.factors
+    result = {
+        "activation": activation,
+        "weight_scale": weight_scale,
+        "bias_scale": bias_scale,
+        "norm": norm,
+        "norm_position": norm_position,
+        "residual": branch,
+        "branch_scale": branch_scale,
+        "depth": depth,
+        "q0": q0,
+        "applicable": prediction.applicable,
+        "ratio": prediction.ratio,
+        "factor_first_block": factors[0] if factors else None,
+        "factor_last_block": factors[-1] if factors else None,
+        "reason": prediction.reason,
+        "factors": list(factors) if factors else None,
+        "q": list(prediction.q) if prediction.q else None,
+    }
+    if fmt == "json":
+        click.echo(json.dumps(to_jsonable(result), indent=2))
+        return
+    missing = f"none ({prediction.reason})"
+    lines = [
+        f"activation={activation} weight_scale={_number(weight_scale, '.6g')} "
+        f"bias_scale={_number(bias_scale, '.6g')} norm={norm}"
+        + (f" norm_position={norm_position}" if norm != "none" else "")
+        + f" residual={branch}"
+        + (f" branch_scale={_number(branch_scale, '.6g')}" if branch == "full" else "")
+        + f" depth={depth}",
+        "predicted ratio        "
+        + (_number(result["ratio"], ".6g") if factors else missing)
+        + ("  (|dL/dx^0| / |dL/dx^depth|)" if factors else ""),
+    ]
+    if factors:
+        lines += [
+            f"factor at block 1      {_number(factors[0], '.6g')}",
+            f"factor at block {depth:<6} {_number(factors[-1], '.6g')}",
+            f"basis                  {prediction.reason}",
+        ]
+    click.echo("\n".join(lines))
 
 
 @cli.command("summary")
@@ -267,10 +372,16 @@ def format_run_report(run, max_rows: int = 24) -> str:
     m_init, m_final = at_init.get("delta"), at_end.get("delta")
     theory = summary.get("theory") or {}
     predicted = theory.get("factor") if theory.get("applicable") else None
+    profile = summary.get("gradient_profile") or {}  # residual networks only
+    fit = " (constant-M fit)" if profile else ""
+    for label in ("init", "final"):
+        if label in profile and (label == "init" or profile[label]["step"] != 0):
+            where = "at init" if label == "init" else f"at step {profile[label]['step']}"
+            lines.append(f"{where}: {profile[label]['sentence']}")
     if at_init.get("sentence"):
-        lines.append(f"at init: {at_init['sentence']}")
+        lines.append(f"at init{fit}: {at_init['sentence']}")
     if at_end.get("sentence") and at_end.get("step") != at_init.get("step"):
-        lines.append(f"at step {at_end['step']}: {at_end['sentence']}")
+        lines.append(f"at step {at_end['step']}{fit}: {at_end['sentence']}")
     if predicted is not None:
         lines.append(
             f"measured M at init {_number(m_init, '.4g')}, mean-field theory "

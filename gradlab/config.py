@@ -48,6 +48,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.activation": vocabulary.ACTIVATIONS,
     "model.norm": vocabulary.NORMS,
     "model.init.scheme": vocabulary.INIT_SCHEMES,
+    "model.residual.branch": vocabulary.RESIDUAL_BRANCHES,
+    "model.residual.norm_position": vocabulary.NORM_POSITIONS,
     "train.batch_size": ("full",),  # besides an integer
     "train.loss": ("auto", *vocabulary.LOSSES),
     "train.optimizer": vocabulary.OPTIMIZERS,
@@ -73,6 +75,7 @@ RANGES: dict[str, _Range] = {
     "model.batchnorm.momentum": _Range(0, 1, low_open=True),
     "model.batchnorm.eps": _above(0),
     "model.layernorm.eps": _above(0),
+    "model.residual.branch_scale": _above(0),
     "train.steps": _at_least(0),
     "train.batch_size": _at_least(1),
     "train.lr": _above(0),
@@ -154,6 +157,15 @@ class LayerNormConfig(_Section):
 
 
 @dataclass(frozen=True)
+class ResidualConfig(_Section):
+    _path: ClassVar[str] = "model.residual"
+    enabled: bool = False  # true: input Linear, then depth residual blocks, then the output
+    branch: str = "full"  # full: x + act(h) V; reduced: x + act(h)
+    branch_scale: float = 1.0  # sigma_v: V ~ N(0, sigma_v^2 / width) (full branch only)
+    norm_position: str = "pre"  # pre: norm on the branch's input; post: norm(x + branch)
+
+
+@dataclass(frozen=True)
 class ModelConfig(_Section):
     _path: ClassVar[str] = "model"
     depth: int = 20  # hidden layers: gradients shrink or grow like M^depth
@@ -165,6 +177,7 @@ class ModelConfig(_Section):
     init: InitConfig = field(default_factory=InitConfig)
     batchnorm: BatchNormConfig = field(default_factory=BatchNormConfig)  # used if norm: batch
     layernorm: LayerNormConfig = field(default_factory=LayerNormConfig)  # used if norm: layer
+    residual: ResidualConfig = field(default_factory=ResidualConfig)  # residual blocks
 
     def __post_init__(self):
         super().__post_init__()
@@ -173,6 +186,17 @@ class ModelConfig(_Section):
                 "model.width",
                 f"a list needs one width per hidden layer (model.depth = {self.depth}), "
                 f"got {len(self.width)} entries",
+            )
+        if self.residual.enabled and len(set(self.widths)) > 1:
+            raise fail(
+                "model.width",
+                "a residual network needs one width (the stream's); "
+                f"got {self.width} with model.residual.enabled",
+            )
+        if self.residual.enabled and self.dropout > 0:
+            raise fail(
+                "model.dropout",
+                "dropout is not supported in residual blocks (model.residual.enabled); use 0",
             )
 
     @property
@@ -452,6 +476,16 @@ def config_to_dict(config: Config) -> dict:
     return asdict(config)
 
 
+def saved_config(config: Config) -> dict:
+    """The mapping a run's config.yaml holds: every key, the ``model.residual`` section only
+    when it is not all defaults, so a plain network's config.yaml is what it was before
+    residual networks existed (and a sweep finds its earlier runs unchanged)."""
+    mapping = config_to_dict(config)
+    if config.model.residual == ResidualConfig():
+        del mapping["model"]["residual"]
+    return mapping
+
+
 def dump_config_yaml(config: Config) -> str:
-    """The full config as YAML text (every key, schema order), loadable by load_config."""
-    return yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    """``saved_config`` as YAML text (schema order), loadable by load_config."""
+    return yaml.safe_dump(saved_config(config), sort_keys=False)

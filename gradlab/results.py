@@ -8,7 +8,8 @@
                  process writing the run, and the data file (path, size, SHA-256) of a run
                  on real data (rewritten atomically)
   metrics.csv    one row per logged step (appended and flushed every log step)
-  layers.csv     one row per (logged step, hidden layer) (appended and flushed likewise)
+  layers.csv     one row per (logged step, hidden layer or residual block) (appended and
+                 flushed likewise; residual networks: RESIDUAL_LAYER_COLUMNS)
   summary.json   final losses, gradient factor M, regime, theory (atomically, at the end)
 ```
 
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradlab.engine.probe import STAT_NAMES
+from gradlab.engine.probe import RESIDUAL_STAT_NAMES, STAT_NAMES
 from gradlab.errors import GradlabError
 from gradlab.formatting import number_text
 
@@ -51,7 +52,8 @@ METRIC_COLUMNS = (
     "lr",
 )
 LAYER_COLUMNS = ("step", "layer", *STAT_NAMES)
-_STATS = LAYER_COLUMNS[2:]
+# a residual network's layers.csv: one row per block, and the branch's delta norm besides
+RESIDUAL_LAYER_COLUMNS = ("step", "layer", *RESIDUAL_STAT_NAMES)
 STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
 DONE_STATUSES = ("completed", "diverged")  # a finished run: a sweep does not run it again
 RUN_FILES = ("config.yaml", "meta.json", "metrics.csv", "layers.csv", "summary.json")
@@ -191,14 +193,20 @@ def cannot_write(path: Path, error: OSError, what: str = "folder") -> GradlabErr
     return GradlabError(f"cannot write the {what} {path}: {reason}")
 
 
-def start_run(path: Path, config_yaml: str, meta: dict, force: bool = False) -> "RunWriter":
+def start_run(
+    path: Path,
+    config_yaml: str,
+    meta: dict,
+    force: bool = False,
+    layer_columns: tuple[str, ...] = LAYER_COLUMNS,
+) -> "RunWriter":
     """``prepare_run_dir`` then a RunWriter on it. A folder that cannot be created or written
     is a GradlabError, and leaves nothing behind: a run folder this call created is removed."""
     path = Path(path)
     existed = path.exists()
     try:
         prepare_run_dir(path, force)
-        return RunWriter(path, config_yaml, meta)
+        return RunWriter(path, config_yaml, meta, layer_columns)
     except OSError as error:
         if not existed and path.is_dir() and holds_only_run_files(path):
             shutil.rmtree(path, ignore_errors=True)
@@ -214,13 +222,20 @@ class RunWriter:
     """Writes one run directory as the run goes. Used by the runner. ``meta.json`` records
     the writing process (``host``, ``pid``): a sweep tells a killed run from a live one."""
 
-    def __init__(self, path: Path, config_yaml: str, meta: dict):
+    def __init__(
+        self,
+        path: Path,
+        config_yaml: str,
+        meta: dict,
+        layer_columns: tuple[str, ...] = LAYER_COLUMNS,
+    ):
         self.path = Path(path)
+        self._stats = layer_columns[2:]
         atomic_write_text(self.path / "config.yaml", config_yaml)
         self.meta = {"status": "running", **meta, "host": this_host(), "pid": os.getpid()}
         self.write_meta()
         self.metrics = CsvLog(self.path / "metrics.csv", METRIC_COLUMNS)
-        self.layers = CsvLog(self.path / "layers.csv", LAYER_COLUMNS)
+        self.layers = CsvLog(self.path / "layers.csv", layer_columns)
 
     def write_meta(self, **updates) -> None:
         self.meta.update(updates)
@@ -232,7 +247,7 @@ class RunWriter:
     def log_layers(self, step: int, stats: dict[str, np.ndarray]) -> None:
         """One row per hidden layer; floats as ``repr``, number_text's exact form, called directly:
         this runs for every logged step."""
-        columns = [np.asarray(stats[column], dtype=np.float64).tolist() for column in _STATS]
+        columns = [np.asarray(stats[column], dtype=np.float64).tolist() for column in self._stats]
         self.layers.append_lines(
             f"{step},{layer},{','.join(map(repr, row))}"
             for layer, row in enumerate(zip(*columns, strict=True), 1)
@@ -273,7 +288,8 @@ class Run:
 
     @functools.cached_property
     def layers(self) -> dict[str, np.ndarray]:
-        return read_csv_columns(self.path / "layers.csv", LAYER_COLUMNS)
+        """layers.csv by column; ``branch_delta_norm`` is nan for plain networks."""
+        return read_csv_columns(self.path / "layers.csv", RESIDUAL_LAYER_COLUMNS)
 
     @property
     def name(self) -> str:

@@ -29,15 +29,24 @@ from pathlib import Path
 
 import numpy as np
 
-from gradlab import analysis, datafiles, theory, theory_widths
+from gradlab import analysis, datafiles, residual_summary, theory, theory_widths
 from gradlab.config import Config, config_from_dict, config_to_dict, dump_config_yaml, load_config
 from gradlab.data import TEACHER_WIDTH, load_dataset
 from gradlab.datafiles import Table
 from gradlab.engine import MLP, Probe, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
 from gradlab.engine.model import memory_footprint
+from gradlab.engine.residual import ResidualMLP
 from gradlab.errors import GradlabError
-from gradlab.results import Run, RunWriter, read_run, start_run, versions
+from gradlab.results import (
+    LAYER_COLUMNS,
+    RESIDUAL_LAYER_COLUMNS,
+    Run,
+    RunWriter,
+    read_run,
+    start_run,
+    versions,
+)
 from gradlab.signals import StopFlag, stop_on_signals
 
 DEFAULT_RESULTS_ROOT = Path("results")
@@ -57,13 +66,28 @@ def _now() -> str:
 
 
 def build_model(config: Config, rng: np.random.Generator) -> MLP:
-    """The run's MLP, initialized from ``rng``; with dropout, its masks come from the run's
-    dropout generator (``_dropout_stream``), which the model keeps as ``dropout_rng``."""
+    """The network of ``config``: an ``MLP``, or a ``ResidualMLP`` (model.residual.enabled).
+    With dropout, its masks come from the run's dropout generator (``_dropout_stream``),
+    which the model keeps as ``dropout_rng``."""
+    model = config.model
+    residual = model.residual
+    if residual.enabled:
+        return ResidualMLP(
+            **_network_spec(config),
+            rng=rng,
+            branch=residual.branch,
+            branch_scale=residual.branch_scale,
+            norm_position=residual.norm_position,
+        )
+    return MLP(**_network_spec(config), rng=rng)
+
+
+def _network_spec(config: Config) -> dict:
     model = config.model
     dropout_rng = None
     if model.dropout > 0:  # without dropout nothing is drawn, and no generator is made
         dropout_rng = np.random.default_rng(_dropout_stream(config))
-    return MLP(
+    return dict(
         input_dim=config.data.input_dim,
         output_dim=config.output_dim,
         depth=model.depth,
@@ -74,7 +98,6 @@ def build_model(config: Config, rng: np.random.Generator) -> MLP:
         weight_scale=model.init.weight_scale,
         bias_scale=model.init.bias_scale,
         dtype=config.dtype,
-        rng=rng,
         bn_momentum=model.batchnorm.momentum,
         bn_eps=model.batchnorm.eps,
         ln_eps=model.layernorm.eps,
@@ -99,10 +122,20 @@ def _batches(x, y, batch_size: int, rng: np.random.Generator):
             yield x[index], y[index]
 
 
+_RESIDUAL_NO_FACTOR = (
+    "residual network: no constant per-layer factor M to predict; the predicted profile is "
+    "summary.json's gradient_profile"
+)
+
+
 def predict_theory(config: Config, q0: float) -> dict:
-    """Mean-field prediction for this network at initialization (see gradlab.theory)."""
+    """Mean-field prediction for this network at initialization (see gradlab.theory); for a
+    residual network none (its profile: ``residual_summary.predict``)."""
     init = config.model.init
     effective_scale = init.weight_scale * _EFFECTIVE_SCALE[init.scheme]
+    if config.model.residual.enabled:
+        prediction = _no_prediction(config, effective_scale, q0, _RESIDUAL_NO_FACTOR)
+        return {**prediction.to_dict(), "applies_to": "initialization"}
     try:
         prediction = theory.predict(
             config.model.activation,
@@ -116,21 +149,8 @@ def predict_theory(config: Config, q0: float) -> dict:
             dropout=config.model.dropout,
         )
     except OverflowError:  # e.g. weight_scale 1e200: sigma_w^2 is beyond the float range
-        prediction = theory.Prediction(
-            config.model.activation,
-            effective_scale,
-            init.bias_scale,
-            config.model.norm,
-            q0,
-            q_star=None,
-            chi_1=None,
-            factor=None,
-            regime="unknown",
-            critical_weight_scale=None,
-            applicable=False,
-            reason="no prediction: sigma_w^2, sigma_b^2 or q0 overflows a float",
-            dropout=config.model.dropout,
-        )
+        reason = "no prediction: sigma_w^2, sigma_b^2 or q0 overflows a float"
+        prediction = _no_prediction(config, effective_scale, q0, reason)
     result = prediction.to_dict()
     result["applies_to"] = "initialization"
     if len(set(config.model.widths)) > 1:  # see gradlab.theory_widths
@@ -145,6 +165,25 @@ def predict_theory(config: Config, q0: float) -> dict:
             None if reason else theory_widths.width_factors(config.model.widths)
         )
     return result
+
+
+def _no_prediction(config: Config, effective_scale: float, q0: float, reason: str):
+    return theory.Prediction(
+        config.model.activation,
+        effective_scale,
+        config.model.init.bias_scale,
+        config.model.norm,
+        q0,
+        q_star=None,
+        chi_1=None,
+        factor=None,
+        regime="unknown",
+        critical_weight_scale=None,
+        applicable=False,
+        reason=reason,
+        dropout=config.model.dropout,
+        notes={key: reason for key in ("xi_grad", "xi_q", "c_star", "xi_c")},  # theory_depth's
+    )
 
 
 def _seed_streams(config: Config) -> list[np.random.SeedSequence]:
@@ -187,6 +226,7 @@ def estimate_memory(config: Config) -> int:
     widest = max(3 * data.input_dim, data.input_dim + 2 * TEACHER_WIDTH)
     making_data = samples * (widest + 4 * outputs) * 8
     copies = 2 + _OPTIMIZER_COPIES[config.train.optimizer] + (config.train.weight_decay > 0)
+    residual = model.residual
     footprint = memory_footprint(
         data.input_dim,
         outputs,
@@ -199,6 +239,7 @@ def estimate_memory(config: Config) -> int:
         eval_batch=max(data.n_test, min(data.n_train, _EVAL_TRAIN_SAMPLES)),
         parameter_copies=copies,
         dropout=model.dropout,
+        branch=residual.branch if residual.enabled else None,
     )
     training = samples * (data.input_dim + outputs) * itemsize + sum(footprint.values())
     return _BASE_BYTES + max(making_data, training)
@@ -261,6 +302,7 @@ class _Training:
         self.grad_list = list(self.model.grads.values())
         self.first_stats = None
         self.last_stats = None
+        self.stream_input_norms = {}  # residual: |dL/dx^0| at the first and last logged step
         self.last_logged_step = None
         self.final = dict.fromkeys(
             ("train_loss", "test_loss", "test_accuracy", "train_eval_loss"), math.nan
@@ -345,7 +387,9 @@ class _Training:
             self.writer.log_layers(step, stats)
             if self.first_stats is None:
                 self.first_stats = stats
+                self.stream_input_norms["init"] = self.probe.input_delta_norm
             self.last_stats, self.last_logged_step = stats, step
+            self.stream_input_norms["final"] = self.probe.input_delta_norm
         self.writer.log_metrics(row)
         self.writer.flush()
 
@@ -388,13 +432,15 @@ class _Training:
                 width=self.config.model.width,
             )
             factors[label] = {"step": step, **factor}
+            if self.model.residual:
+                factors[label]["basis"] = residual_summary.CONSTANT_FIT
             regimes[label] = factor["regime"]
             layers[label] = {
                 "step": step,
                 "weight_grad_norm": stats["weight_grad_norm"],
                 "delta_norm": stats["delta_norm"],
             }
-        return {
+        summary = {
             "name": self.config.name,
             "status": status,
             "steps": self.config.train.steps,
@@ -406,6 +452,25 @@ class _Training:
             "divergence": self.divergence,
             "layers": layers,
         }
+        if self.model.residual:
+            summary["gradient_profile"] = self.gradient_profile()
+        return summary
+
+    def gradient_profile(self) -> dict:
+        """summary.json's ``gradient_profile`` of a residual network (``residual_summary``)."""
+        config, init = self.config, self.config.model.init
+        q0 = float(np.mean(np.square(self.dataset.x_train, dtype=np.float64)))
+        effective_scale = init.weight_scale * _EFFECTIVE_SCALE[init.scheme]
+        measured = {
+            label: (step, self.stream_input_norms[label], stats["delta_norm"])
+            for label, stats, step in (
+                ("init", self.first_stats, 0),
+                ("final", self.last_stats, self.last_logged_step),
+            )
+            if stats is not None
+        }
+        prediction = residual_summary.predict(config, effective_scale, q0)
+        return residual_summary.gradient_profiles(config, prediction, measured)
 
 
 def resolve_config(config_or_path, overrides=(), origin="overrides") -> Config:
@@ -446,7 +511,8 @@ def run_config(
     meta = {"seed": config.seed, "started_at": _now(), "steps": config.train.steps}
     if table is not None:
         meta["data"] = table.record  # which data the run saw: path, size, SHA-256
-    writer = start_run(path, dump_config_yaml(config), {**meta, **versions()}, force)
+    columns = RESIDUAL_LAYER_COLUMNS if config.model.residual.enabled else LAYER_COLUMNS
+    writer = start_run(path, dump_config_yaml(config), {**meta, **versions()}, force, columns)
 
     def finish(status, **extra):
         writer.close(

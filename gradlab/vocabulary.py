@@ -30,6 +30,8 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 INIT_SCHEMES = ("normal", "uniform", "xavier", "he", "orthogonal")
 REGIMES = ("vanishing", "stable", "exploding", "unknown")
 DATA_SOURCES = ("synthetic", "file", "digits")  # the teacher, a .npz/.csv file, sklearn's digits
+RESIDUAL_BRANCHES = ("full", "reduced")  # x + act(h) V, or x + act(h) (V the identity)
+NORM_POSITIONS = ("pre", "post")  # a residual block's norm on the branch input, or after the sum
 
 FAMILIES = {
     "activation": ACTIVATIONS,
@@ -40,6 +42,8 @@ FAMILIES = {
     "init scheme": INIT_SCHEMES,
     "regime": REGIMES,
     "data source": DATA_SOURCES,
+    "residual branch": RESIDUAL_BRANCHES,
+    "norm position": NORM_POSITIONS,
 }
 
 

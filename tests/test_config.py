@@ -213,6 +213,7 @@ def test_to_dict_keeps_schema_order_and_round_trips():
         "init",
         "batchnorm",
         "layernorm",
+        "residual",
     ]
     assert config_from_dict(as_dict) == config
 
@@ -363,7 +364,7 @@ def test_non_utf8_file(tmp_path):
             "model: {activaton: relu}",
             "model.activaton",
             "model.activaton: unknown key in {file}; did you mean 'activation'? (allowed: depth, "
-            "width, activation, norm, leaky_slope, dropout, init, batchnorm, layernorm)",
+            "width, activation, norm, leaky_slope, dropout, init, batchnorm, layernorm, residual)",
         ),
         (
             "model: {init: {weight_scal: 2}}",
@@ -424,7 +425,7 @@ def test_non_utf8_file(tmp_path):
             "model: 3",
             "model",
             "model: must be a mapping of keys (depth, width, activation, norm, leaky_slope, "
-            "dropout, init, batchnorm, layernorm), got 3",
+            "dropout, init, batchnorm, layernorm, residual), got 3",
         ),
         ("name: 12", "name", "name: must be a string, got 12"),
         # out of range
@@ -538,7 +539,7 @@ def test_direct_construction_is_checked_too():
         (
             "model.activaton=relu",
             "model.activaton: unknown key in --set; did you mean 'activation'? (allowed: depth, "
-            "width, activation, norm, leaky_slope, dropout, init, batchnorm, layernorm)",
+            "width, activation, norm, leaky_slope, dropout, init, batchnorm, layernorm, residual)",
         ),
         (
             "trian.lr=1",

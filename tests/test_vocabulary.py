@@ -29,6 +29,8 @@ def _docs_allowed(key: str) -> tuple[str, ...]:
         ("train.loss", ("auto", *vocabulary.LOSSES)),
         ("train.optimizer", vocabulary.OPTIMIZERS),
         ("train.clip.mode", vocabulary.CLIP_MODES),
+        ("model.residual.branch", vocabulary.RESIDUAL_BRANCHES),
+        ("model.residual.norm_position", vocabulary.NORM_POSITIONS),
     ],
 )
 def test_config_choices_and_docs_agree_with_the_vocabulary(key, names):
@@ -51,9 +53,14 @@ def test_cli_and_theory_choices_agree_with_the_vocabulary():
     choices = {
         param.name: param.type.choices
         for param in theory_command.params
-        if param.name in ("activation", "norm")
+        if param.name in ("activation", "norm", "residual", "norm_position")
     }
-    assert choices == {"activation": vocabulary.ACTIVATIONS, "norm": vocabulary.NORMS}
+    assert choices == {
+        "activation": vocabulary.ACTIVATIONS,
+        "norm": vocabulary.NORMS,
+        "residual": vocabulary.RESIDUAL_BRANCHES,
+        "norm_position": vocabulary.NORM_POSITIONS,
+    }
     assert theory.ACTIVATIONS == vocabulary.ACTIVATIONS and theory.NORMS == vocabulary.NORMS
     for name in vocabulary.ACTIVATIONS:  # every name has a theory, with every norm
         for norm in vocabulary.NORMS:

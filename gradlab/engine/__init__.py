@@ -31,6 +31,7 @@ from gradlab.engine.normalization import BatchNorm, LayerNorm
 from gradlab.engine.norms import combine_norms, l2_norm
 from gradlab.engine.optim import SGD, Adam, make_optimizer
 from gradlab.engine.probe import Probe
+from gradlab.engine.residual import ResidualBlock, ResidualMLP
 
 __all__ = [
     "ACTIVATIONS",
@@ -51,6 +52,8 @@ __all__ = [
     "Linear",
     "Probe",
     "ReLU",
+    "ResidualBlock",
+    "ResidualMLP",
     "SiLU",
     "Sigmoid",
     "Softplus",

@@ -42,6 +42,16 @@ class HiddenBlock:
         parts = (self.linear, self.norm, self.activation, self.dropout)
         return [layer for layer in parts if layer is not None]
 
+    @property
+    def param_layers(self):
+        """The layers whose parameters this block owns, in registration order."""
+        return [layer for layer in (self.linear, self.norm) if layer is not None]
+
+    @property
+    def delta(self) -> np.ndarray | None:
+        """dL/dh_l from the last backward: the gradient the layer's statistics follow."""
+        return self.linear.delta
+
 
 class MLP:
     """A deep MLP with hand-written backprop. All arrays in ``dtype`` (float64 or float32).
@@ -57,8 +67,12 @@ class MLP:
     without dropout): its ``bit_generator.state`` is the one piece of state a training step
     draws from besides the batches. The model only
     computes: per-layer statistics are a ``Probe`` (``gradlab.engine.probe``) that
-    ``forward`` and ``backward`` call after each block.
+    ``forward`` and ``backward`` call after each block. ``gradlab.engine.residual`` has the
+    residual network (``residual`` True, an ``input_layer``) with the same interface.
     """
+
+    residual = False
+    input_layer: Linear | None = None  # the residual network's input Linear (x^0)
 
     def __init__(
         self,
@@ -103,52 +117,59 @@ class MLP:
             weight = init_weight(init, rng, fan_in, fan_out, weight_scale)
             return Linear(weight, init_bias(rng, fan_out, bias_scale), self.dtype)
 
-        self.blocks: list[HiddenBlock] = []
-        fan_in = input_dim
-        for index, units in enumerate(widths, start=1):
-            norm_layer = None
+        def make_norm(units):
             if norm == "batch":
-                norm_layer = BatchNorm(units, bn_momentum, bn_eps, self.dtype)
-            elif norm == "layer":
-                norm_layer = LayerNorm(units, ln_eps, self.dtype)
+                return BatchNorm(units, bn_momentum, bn_eps, self.dtype)
+            if norm == "layer":
+                return LayerNorm(units, ln_eps, self.dtype)
+            return None
+
+        def make_activation_layer():
+            return make_activation(activation, self.dtype, leaky_slope=leaky_slope)
+
+        self.dropout, self.dropout_rng = dropout, None
+        if dropout > 0:  # masks are drawn in training, after initialization: rng continues
+            self.dropout_rng = rng if dropout_rng is None else dropout_rng
+        owners, prefix = self._build_layers(linear, make_norm, make_activation_layer, rng)
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self._flatten([layer for _, layer in owners])
+        for name, layer in owners:
+            self._register(name, layer)
+        self._hidden_names = {  # parameter names of the hidden Linear layers, by layer
+            key: [f"{prefix}{block.index}.{key}" for block in self.blocks]
+            for key in ("weight", "bias")
+        }
+
+    def _build_layers(self, linear, make_norm, make_activation_layer, rng):
+        """Make ``blocks``, ``output`` and ``layers``; return the (name prefix, layer) pairs
+        that own parameters, in registration order, and the blocks' name prefix."""
+        self.blocks: list[HiddenBlock] = []
+        fan_in = self.input_dim
+        for index, units in enumerate(self.widths, start=1):
             block = HiddenBlock(
-                index,
-                linear(fan_in, units),
-                norm_layer,
-                make_activation(activation, self.dtype, leaky_slope=leaky_slope),
+                index, linear(fan_in, units), make_norm(units), make_activation_layer()
             )
+            if self.dropout_rng is not None:
+                block.dropout = Dropout(self.dropout, self.dropout_rng, self.dtype)
             self.blocks.append(block)
             fan_in = units
-        self.output = linear(fan_in, output_dim)
-        self.dropout_rng = None
-        if dropout > 0:  # after initialization: the default generator continues from there
-            self.dropout_rng = rng if dropout_rng is None else dropout_rng
-            for block in self.blocks:
-                block.dropout = Dropout(dropout, self.dropout_rng, self.dtype)
+        self.output = linear(fan_in, self.output_dim)
         self.blocks[0].linear.needs_input_grad = False
         self._input_grads: dict[tuple, np.ndarray] = {}  # dL/dx of the Linear layers
-        if _shares_input_grads(activation, norm):
+        if _shares_input_grads(self.activation_name, self.norm_name):
             for layer in [block.linear for block in self.blocks] + [self.output]:
                 layer.workspace = self._input_grads
         self._block_layers = [tuple(block.layers) for block in self.blocks]
         self.layers = [layer for layers in self._block_layers for layer in layers] + [self.output]
-
-        self.params: dict[str, np.ndarray] = {}
-        self.grads: dict[str, np.ndarray] = {}
-        self.buffers: dict[str, np.ndarray] = {}
         owners = []
         for block in self.blocks:
             owners.append((f"layer{block.index}", block.linear))
             if block.norm is not None:
                 owners.append((f"layer{block.index}.norm", block.norm))
         owners.append(("output", self.output))
-        self._flatten([layer for _, layer in owners])
-        for prefix, layer in owners:
-            self._register(prefix, layer)
-        self._hidden_names = {  # parameter names of the hidden Linear layers, by layer
-            key: [f"layer{block.index}.{key}" for block in self.blocks]
-            for key in ("weight", "bias")
-        }
+        return owners, "layer"
 
     @classmethod
     def from_dict(cls, spec: dict, rng: np.random.Generator | None = None) -> "MLP":
@@ -296,8 +317,10 @@ def memory_footprint(
     eval_batch: int = 0,
     parameter_copies: int = 2,
     dropout: float = 0.0,
+    branch: str | None = None,
 ) -> dict[str, int]:
-    """Bytes an ``MLP`` of this shape holds, by part, without building it.
+    """Bytes an ``MLP`` of this shape holds, by part, without building it (with a residual
+    ``branch``, "full" or "reduced": a ``ResidualMLP``'s, ``residual.residual_footprint``).
 
     parameters: ``parameter_copies`` arrays of every parameter (2: values and gradients; an
     optimizer adds its state). activations: the (batch, features) arrays a training step
@@ -310,6 +333,11 @@ def memory_footprint(
     itemsize = np.dtype(dtype).itemsize
     norm_class = {"none": None, "batch": BatchNorm, "layer": LayerNorm}[norm]
     activation_class = ACTIVATIONS[activation]
+    if branch is not None:
+        from gradlab.engine.residual import residual_footprint  # (it imports this module)
+
+        shape = (input_dim, output_dim, depth, widths[0], batch, eval_batch, parameter_copies)
+        return residual_footprint(*shape, itemsize, norm_class, activation_class, branch)
     per_sample = output_dim * itemsize  # the output layer's h
     if _shares_input_grads(activation, norm):  # one dL/dx per shape: fan-ins N_1..N_L
         per_sample += sum(set(widths)) * itemsize

@@ -58,8 +58,11 @@ STATISTICS = (
     Statistic(  # ||dL/db_l||, before clipping
         ("bias_grad_norm",), "backward", lambda probe, block: probe.grad_norm(block, "bias")
     ),
-    Statistic(  # ||dL/dh_l||, h_l the Linear's output (before normalization)
-        ("delta_norm",), "backward", lambda probe, block: l2_norm(block.linear.delta)
+    Statistic(  # ||dL/dh_l||, h_l the Linear's output (before normalization); residual
+        # networks: ||dL/dx^l||, the gradient on the stream after block l (``block.delta``)
+        ("delta_norm",),
+        "backward",
+        lambda probe, block: l2_norm(block.delta),
     ),
     Statistic(  # ||W_l||, before the update
         ("weight_norm",), "forward", lambda probe, block: l2_norm(block.linear.params["weight"])
@@ -75,18 +78,29 @@ STATISTICS = (
     Statistic(("update_ratio",), "step", _update_ratio),  # ||update of W_l|| / ||W_l||
 )
 STAT_NAMES = tuple(name for statistic in STATISTICS for name in statistic.names)
+# residual networks add one column: ||dL/dh^l||, the gradient at the branch's Linear output
+RESIDUAL_STATISTICS = (
+    *STATISTICS,
+    Statistic(("branch_delta_norm",), "backward", lambda probe, block: l2_norm(block.linear.delta)),
+)
+RESIDUAL_STAT_NAMES = tuple(name for statistic in RESIDUAL_STATISTICS for name in statistic.names)
 _MOMENTS = ("forward", "backward", "step")
 
 
 class Probe:
     """Measures one ``MLP``'s per-layer statistics as its passes run (see the module).
 
-    ``statistics``: what to measure, ``STATISTICS`` (the layers.csv columns) by default.
+    ``statistics``: what to measure, by default the layers.csv columns (``STATISTICS``, or
+    ``RESIDUAL_STATISTICS`` for a residual network).
     ``grad_norms``: every gradient's norm from the last probed backward, in ``model.grads``
     order. ``updates`` and ``update_norms``: the last step's, as ``after_step`` received them.
+    ``input_delta_norm``: a residual network's ||dL/dx^0|| (the stream right after its input
+    Linear), taken with the layer statistics; nan otherwise.
     """
 
-    def __init__(self, model, statistics: tuple[Statistic, ...] = STATISTICS):
+    def __init__(self, model, statistics: tuple[Statistic, ...] | None = None):
+        if statistics is None:
+            statistics = RESIDUAL_STATISTICS if model.residual else STATISTICS
         for statistic in statistics:
             if statistic.when not in _MOMENTS:
                 raise EngineError(
@@ -96,6 +110,7 @@ class Probe:
         self.statistics = statistics
         self.blocks = model.blocks
         self.output = model.output
+        self.input_layer = model.input_layer
         self.depth = len(self.blocks)
         names = list(model.grads)
         # model.grads holds the layers' own gradient arrays: identity finds each one's slot
@@ -106,16 +121,20 @@ class Probe:
 
         self._slots = [slots(block.linear) for block in self.blocks]  # per block: key -> slot
         self._weight_names = [names[slot["weight"]] for slot in self._slots]
-        self._block_grads = [  # per block: (slot, gradient) of its Linear and norm
+        self._block_grads = [  # per block: (slot, gradient) of its Linear, norm (and branch)
             [
                 (slot_of[id(grad)], grad)
-                for layer in (block.linear, block.norm)
-                if layer is not None
+                for layer in block.param_layers
                 for grad in layer.grads.values()
             ]
             for block in self.blocks
         ]
         self._output_grads = [(slot_of[id(grad)], grad) for grad in self.output.grads.values()]
+        self._input_grads = []
+        if model.input_layer is not None:
+            grads = model.input_layer.grads.values()
+            self._input_grads = [(slot_of[id(grad)], grad) for grad in grads]
+        self.input_delta_norm = math.nan
         self._names = names
         # per statistic, in ``statistics`` order: its value at each layer (a float, or a tuple
         # of floats for a statistic of several columns); refilled by ``start``
@@ -150,6 +169,7 @@ class Probe:
             for values, blank in zip(self._values, self._blank, strict=True):
                 values[:] = [blank] * self.depth
         self._layer_stats = layer_stats
+        self.input_delta_norm = math.nan
         self.grad_norms = [math.nan] * len(self._names)
         self.updates, self.update_norms = {}, {}
 
@@ -175,6 +195,14 @@ class Probe:
             i = block.index - 1
             for measure, values in self._at["backward"]:
                 values[i] = measure(self, block)
+
+    def input_backward(self, layer) -> None:
+        """Called by ``ResidualMLP.backward`` right after its input layer's backward."""
+        norms = self.grad_norms
+        for slot, grad in self._input_grads:
+            norms[slot] = l2_norm(grad)
+        if self._layer_stats:
+            self.input_delta_norm = l2_norm(layer.delta)
 
     def after_step(self, optimizer, grad_norms) -> None:
         """The "step" statistics of the update ``optimizer`` just made from gradients of norms
@@ -249,8 +277,12 @@ class Probe:
 
         The forward pass is scanned from the input (where a non-finite value is born and
         then carried to the output); the backward pass from the output side, the direction
-        gradients flow. Returns {"pass", "layer", "quantity"}; layer is 1..depth or "output".
+        gradients flow. Returns {"pass", "layer", "quantity"}; layer is 1..depth, "output" or
+        (residual networks) "input".
         """
+        input_layer = self.input_layer
+        if input_layer is not None and not _finite(input_layer.output):
+            return {"pass": "forward", "layer": "input", "quantity": "stream"}
         for block in self.blocks:
             for quantity, layer in (("pre-activation", block.linear), ("normalized", block.norm)):
                 if layer is not None and not _finite(layer.output):
@@ -258,22 +290,34 @@ class Probe:
             output = block.activation.output
             if output is not None and not _finite(output):
                 return {"pass": "forward", "layer": block.index, "quantity": "activation"}
+            stream = getattr(block, "output", None)  # a residual block's x^l
+            if stream is not None and not _finite(stream):
+                return {"pass": "forward", "layer": block.index, "quantity": "stream"}
         if not _finite(self.output.output):
             return {"pass": "forward", "layer": "output", "quantity": "output"}
         for name in ("weight", "bias"):
             if not _finite(self.output.grads[name]):
                 return {"pass": "backward", "layer": "output", "quantity": f"{name} gradient"}
         for block in reversed(self.blocks):
-            if block.linear.delta is not None and not _finite(block.linear.delta):
+            if block.delta is not None and not _finite(block.delta):
                 return {"pass": "backward", "layer": block.index, "quantity": "delta"}
-            for key, value in block.linear.grads.items():
-                if not _finite(value):
-                    return {"pass": "backward", "layer": block.index, "quantity": f"{key} gradient"}
-            if block.norm is not None:
-                for key, value in block.norm.grads.items():
+            if block.linear.delta is not None and not _finite(block.linear.delta):
+                return {"pass": "backward", "layer": block.index, "quantity": "branch delta"}
+            for prefix, layer in (
+                ("", block.linear),
+                ("norm ", block.norm),
+                ("branch ", getattr(block, "branch", None)),
+            ):
+                if layer is None:
+                    continue
+                for key, value in layer.grads.items():
                     if not _finite(value):
-                        quantity = f"norm {key} gradient"
+                        quantity = f"{prefix}{key} gradient"
                         return {"pass": "backward", "layer": block.index, "quantity": quantity}
+        if input_layer is not None:
+            for key, value in input_layer.grads.items():
+                if not _finite(value):
+                    return {"pass": "backward", "layer": "input", "quantity": f"{key} gradient"}
         return None
 
 

@@ -45,14 +45,24 @@ from gradlab.figures.common import (
 )
 from gradlab.results import Run
 
+STREAM_LABEL = r"$|\partial\mathcal{L}/\partial x^l|$, the residual stream (L2 norm)"
 HEATMAP_DECADES = 12  # at most this many decades of colour, unless the init profile needs more
 BELOW_RANGE_COLOUR = "black"  # heatmap cells below (above) the colour range
 ABOVE_RANGE_COLOUR = "white"
 
 
+def residual_profile(run: Run) -> dict | None:
+    """summary.json's gradient profile at init of a residual run (None for plain runs)."""
+    return ((run.summary or {}).get("gradient_profile") or {}).get("init")
+
+
 def factor_title(run: Run) -> str:
     """'M at init = 0.9767 (mean-field theory 1): stable', with the caveat for narrow layers
-    on a second line; the numbers are summary.json's (see ``factor_of``)."""
+    on a second line; the numbers are summary.json's (see ``factor_of``). Residual runs:
+    summary.json's verdict sentence on the gradient profile instead."""
+    profile = residual_profile(run)
+    if profile is not None:
+        return f"at init: {profile['sentence']}"
     factor, theory = factor_of(run, "init"), theory_factor(run)
     regime = factor.get("regime", "unknown")
     if factor.get("delta") is None:
@@ -87,9 +97,10 @@ def gradient_by_layer(run: Run) -> Figure:
         f"{title(run)}: gradient by layer, {DELTA} $\\propto M^{{L-l}}$\n{factor_title(run)}"
     )
     init_ax, *later = figure.subplots(1, 2 if steps.size > 1 else 1, squeeze=False)[0]
+    stream = residual_profile(run) is not None  # residual: delta_norm is |dL/dx^l|
     for ax in (init_ax, *later):
         ax.set_xlabel(LAYER_LABEL)
-        ax.set_ylabel(DELTA_LABEL if ax is init_ax else DELTA)
+        ax.set_ylabel(STREAM_LABEL if stream else DELTA_LABEL if ax is init_ax else DELTA)
     init_ax.set_title("at initialization (step 0)")
     if steps.size == 0 or not has_positive(deltas[:1], weight_grads[:1]):
         no_data(init_ax, "no finite nonzero gradient norms logged")
@@ -107,7 +118,12 @@ def gradient_by_layer(run: Run) -> Figure:
     )
     widths = analysis.varying_widths(setting(run, "model.width"))
     _draw_fit(init_ax, run, deltas[0], factor.get("delta"), theory, widths)
-    log_y(init_ax, [deltas[:1], weight_grads[:1]])
+    drawn = [deltas[:1], weight_grads[:1]]
+    profile = residual_profile(run)
+    if profile is not None:
+        record(figure, ratio=profile["ratio"], theory_ratio=profile["theory_ratio"])
+        drawn.append(_draw_residual_theory(init_ax, deltas[0], profile))
+    log_y(init_ax, drawn)
     layer_ticks(init_ax.xaxis, depth)
     legend(init_ax, fontsize=8)
     if later:
@@ -142,12 +158,13 @@ def _draw_fit(ax, run: Run, delta_norms, factor, theory, widths=None) -> None:
         return
     first, last = fit.fit_layers
     window = np.linspace(first, last, 50)
+    kind = "constant-M fit" if residual_profile(run) is not None else "fit"
     pieces = [(fit.intercept, window)]
     if fit.intercepts is not None:  # each width's layers, with its own intercept
         pieces = [(b, np.linspace(min(ls) - 0.3, max(ls) + 0.3, 20)) for _, b, ls in fit.intercepts]
     for piece, (intercept, span) in enumerate(pieces):
         fitted = np.exp(np.clip(intercept + fit.slope * span, -745, 709))
-        label = f"fit, M = {fmt(factor, '.4g')}" if piece == 0 else None
+        label = f"{kind}, M = {fmt(factor, '.4g')}" if piece == 0 else None
         ax.plot(span, fitted, "k--", label=label)
     if theory is not None and theory > 0:
         middle = (first + last) / 2
@@ -161,6 +178,21 @@ def _draw_fit(ax, run: Run, delta_norms, factor, theory, widths=None) -> None:
             linewidth=2,
             label=f"theory, M = {fmt(theory, '.4g')} (slope only)",
         )
+
+
+def _draw_residual_theory(ax, delta_norms, profile) -> np.ndarray:
+    """The theory's profile of a residual run (not a straight line: its per-block factor
+    changes with depth), anchored at the measured last block; returns the values drawn."""
+    factors = profile.get("theory_factors")
+    if not factors or not np.isfinite(delta_norms[-1]) or delta_norms[-1] <= 0:
+        return np.full(0, np.nan)
+    logs = np.log(np.asarray(factors, dtype=np.float64))  # (depth,): block l at l - 1
+    above = np.concatenate([np.cumsum(logs[::-1])[::-1][1:], [0.0]])  # sum over blocks > l
+    values = delta_norms[-1] * np.exp(np.clip(above, -745, 709))
+    layers = np.arange(1, logs.size + 1)
+    label = f"theory profile, x{fmt(profile['theory_ratio'], '.3g')} across the blocks"
+    ax.plot(layers, values, ":", color="tab:red", linewidth=2, label=label)
+    return values
 
 
 def _draw_training(ax, steps, deltas) -> None:
