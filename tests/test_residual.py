@@ -14,7 +14,6 @@ import gradlab
 from gradlab import analysis, vocabulary
 from gradlab.cli import cli
 from gradlab.config import config_from_dict, dump_config_yaml
-from gradlab.errors import ConfigError
 from gradlab.engine import MLP, Probe, ResidualMLP, mse
 from gradlab.engine.norms import l2_norm
 from gradlab.errors import ConfigError, EngineError
