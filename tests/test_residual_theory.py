@@ -127,10 +127,18 @@ def test_theory_command_residual_text_and_json():
 def test_theory_command_json_of_a_plain_network_is_the_prediction():
     result = CliRunner().invoke(cli, ["theory", "--weight-scale", "4", "--format", "json"])
     data = json.loads(result.output)
-    assert data["factor"] == theory.predict("sigmoid", 4.0).factor
+    assert data["M"] == theory.predict("sigmoid", 4.0).factor  # "M": the issue-17 key
     assert data["regime"] == "vanishing"
 
 
 def test_theory_command_residual_needs_a_depth():
     result = CliRunner().invoke(cli, ["theory", "--weight-scale", "1", "--residual", "full"])
     assert result.exit_code == 2 and "--depth" in result.output
+
+
+@pytest.mark.parametrize("extra", [["--critical-line"], ["--dropout", "0.1"]])
+def test_theory_command_residual_goes_with_neither_critical_line_nor_dropout(extra):
+    args = ["theory", "--weight-scale", "1", "--residual", "full", "--depth", "10", *extra]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert "--residual goes with neither --critical-line nor --dropout" in result.output
