@@ -161,8 +161,27 @@ def theory_command(activation, weight_scale, bias_scale, norm, leaky_slope, batc
             else f"none ({theory.critical_scale_note(entry, bias_scale, norm, q0)})"
         ),
         f"basis                  {prediction.reason}",
+        *_spectrum_theory_lines(activation, bias_scale, norm, q0, leaky_slope),
     ]
     click.echo("\n".join(lines))
+
+
+def _spectrum_theory_lines(activation, bias_scale, norm, q0, leaky_slope) -> list[str]:
+    """mu_1, mu_2 and Var[s^2] per layer of the Jacobian spectrum at the critical point."""
+    from gradlab import theory_spectrum
+
+    if norm != "none":
+        return [f"Jacobian spectrum      none (no theory with --norm {norm})"]
+    at = theory_spectrum.at_criticality(activation, bias_scale, q0, leaky_slope)
+    if "reason" in at:
+        return [f"Jacobian spectrum      none (no critical point: {at['reason']})"]
+    return [
+        f"mu_1 = E[phi'^2]       {_number(at['mu_1'], '.6g')} (at criticality: sigma_w = "
+        f"{_number(at['weight_scale'], '.6g')}, q* = {_number(at['q_star'], '.6g')})",
+        f"mu_2 = E[phi'^4]       {_number(at['mu_2'], '.6g')}",
+        f"Var[s^2] per layer     gaussian {_number(at['gaussian'], '.6g')}, orthogonal "
+        f"{_number(at['orthogonal'], '.6g')} (at criticality; s: singular values of J)",
+    ]
 
 
 @cli.command("summary")
@@ -235,6 +254,11 @@ def format_run_report(run, max_rows: int = 24) -> str:
             f"measured M at init {_number(m_init, '.4g')}, mean-field theory "
             f"{_number(predicted, '.4g')} ({theory.get('regime')})"
         )
+    if summary.get("spectrum"):
+        from gradlab.spectrum import describe
+
+        for label, block in summary["spectrum"].items():
+            lines.append(describe("at init" if label == "init" else f"at step {block['step']}", block))
     if summary.get("divergence"):
         d = summary["divergence"]
         lines.append(

@@ -22,6 +22,9 @@ from typing import Any, ClassVar
 import yaml
 
 from gradlab import vocabulary
+from gradlab.config_checks import Range as _Range
+from gradlab.config_checks import above as _above
+from gradlab.config_checks import at_least as _at_least
 from gradlab.config_checks import (
     build_section,
     checked,
@@ -35,38 +38,8 @@ from gradlab.errors import ConfigError
 from gradlab.yaml_input import parse_override, read_yaml_file
 
 # ---------------------------------------------------------------------------------------
-# What each key may hold beyond its type. Keys are dotted paths, as written in --set.
-
-
-@dataclass(frozen=True)
-class _Range:
-    """An interval of allowed numbers; ``str`` gives the rule as shown in messages."""
-
-    low: float
-    high: float | None = None  # None: unbounded above
-    low_open: bool = False
-    high_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        above = value > self.low if self.low_open else value >= self.low
-        if self.high is None:
-            return above
-        return above and (value < self.high if self.high_open else value <= self.high)
-
-    def __str__(self) -> str:
-        if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        return f"in {left}{self.low:g}, {self.high:g}{right}"
-
-
-def _at_least(low: float) -> _Range:
-    return _Range(low)
-
-
-def _above(low: float) -> _Range:
-    return _Range(low, low_open=True)
-
+# What each key may hold beyond its type (``config_checks.Range``). Keys are dotted paths, as
+# written in --set.
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": ("float64", "float32"),
@@ -78,6 +51,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.loss": ("auto", *vocabulary.LOSSES),
     "train.optimizer": vocabulary.OPTIMIZERS,
     "train.clip.mode": vocabulary.CLIP_MODES,
+    "analysis.spectrum.at": vocabulary.SPECTRUM_TIMES,
 }
 
 RANGES: dict[str, _Range] = {
@@ -106,6 +80,7 @@ RANGES: dict[str, _Range] = {
     "log.eval_every": _at_least(1),
     "analysis.fit_skip": _Range(0, 0.5, high_open=True),
     "analysis.tol": _above(0),
+    "analysis.spectrum.samples": _at_least(1),
 }
 
 LOSS_FOR_TASK = {"regression": "mse", "binary": "bce", "multiclass": "cross_entropy"}
@@ -207,10 +182,19 @@ class LogConfig(_Section):
 
 
 @dataclass(frozen=True)
+class SpectrumConfig(_Section):
+    _path: ClassVar[str] = "analysis.spectrum"
+    enabled: bool = False  # singular values of the Jacobian d(last hidden) / d(first hidden)
+    samples: int = 4  # training inputs (the first ones) whose Jacobians are measured
+    at: str = "init"  # init | init_and_end (also the trained network)
+
+
+@dataclass(frozen=True)
 class AnalysisConfig(_Section):
     _path: ClassVar[str] = "analysis"
     fit_skip: float = 0.15  # fraction of hidden layers left out at each end of the M fit
     tol: float = 0.05  # |M - 1| <= tol counts as "stable", else vanishing or exploding
+    spectrum: SpectrumConfig = field(default_factory=SpectrumConfig)  # dynamical isometry
 
 
 @dataclass(frozen=True)
@@ -230,6 +214,7 @@ class Config(_Section):
         _check_name(self.name)
         _check_loss_for_task(self.train.loss, self.data.task)
         _check_batch_size(self)
+        _check_spectrum(self)
 
     @property
     def resolved_loss(self) -> str:
@@ -290,6 +275,19 @@ def _check_batch_size(config: Config) -> None:
             "train.batch_size",
             f"BatchNorm needs at least 2 samples per batch (model.norm is 'batch'), got {got}",
         )
+
+
+def _check_spectrum(config: Config) -> None:
+    spectrum, n_train = config.analysis.spectrum, config.data.n_train
+    if spectrum.enabled and config.model.norm == "batch":
+        raise fail(
+            "analysis.spectrum.enabled",
+            "the per-sample Jacobian is not defined with model.norm 'batch' (the batch couples "
+            "the samples); use model.norm none or layer, or analysis.spectrum.enabled false",
+        )
+    if spectrum.samples > n_train:
+        raise fail("analysis.spectrum.samples", f"must be <= data.n_train ({n_train}), got "
+                   f"{spectrum.samples}")
 
 
 # ---------------------------------------------------------------------------------------

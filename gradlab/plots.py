@@ -23,6 +23,7 @@ from gradlab.figures.common import DPI, STYLE, measured_factor
 from gradlab.figures.compare import compare_gradient_by_layer, compare_loss, run_labels
 from gradlab.figures.phase import phase_diagram, phase_grid, phase_keys
 from gradlab.figures.run import clipping, gradient_by_layer, layer_heatmap, loss_curves
+from gradlab.figures.spectrum import compare_spectrum, spectrum_density
 from gradlab.results import Run, atomic_writer, find_runs, read_run
 
 FORMATS = ("png", "pdf", "svg")
@@ -105,7 +106,7 @@ def plot_paths(paths: Iterable, fmt: str = "png", out=None, dpi: int = DPI) -> P
 
 
 def plot_run(run: Run, directory, fmt: str = "png", dpi: int = DPI) -> Plotted:
-    """The five figures of one run, into ``directory``."""
+    """The figures of one run, into ``directory`` (the spectrum only if it was measured)."""
     warnings = []
     written = _draw_all(_run_figures(run), Path(directory), fmt, dpi, warnings, str(run.path))
     return Plotted(written, warnings)
@@ -126,6 +127,7 @@ def _run_figures(run: Run) -> dict:
         "loss": lambda: loss_curves(run),
         "clipping": lambda: clipping(run),
         "saturation": lambda: layer_heatmap(run, "saturation"),
+        "spectrum": lambda: spectrum_density(run),  # None (not drawn) without spectrum.csv
     }
 
 
@@ -133,6 +135,7 @@ def _group_figures(runs: list[Run]) -> dict:
     figures = {
         "compare_gradient_by_layer": lambda: compare_gradient_by_layer(runs),
         "compare_loss": lambda: compare_loss(runs),
+        "compare_spectrum": lambda: compare_spectrum(runs, run_labels(runs)),
     }
     keys = phase_keys(runs)
     if keys is not None:

@@ -39,6 +39,7 @@ from gradlab.engine.model import memory_footprint
 from gradlab.errors import GradlabError
 from gradlab.results import Run, RunWriter, read_run, start_run, versions
 from gradlab.signals import on_stop_signals
+from gradlab.spectrum import SpectrumRecorder
 
 DEFAULT_RESULTS_ROOT = Path("results")
 # how the non-"normal" schemes scale sigma_w for a square hidden layer (fan_in = fan_out)
@@ -243,6 +244,9 @@ class _Training:
             np.random.default_rng(batch_seed),
         )
         self.probe = Probe(self.model)
+        self.spectrum = None
+        if config.analysis.spectrum.enabled:
+            self.spectrum = SpectrumRecorder(config, self.model, self.dataset.x_train, writer)
         self.grad_list = list(self.model.grads.values())
         self.first_stats = None
         self.last_stats = None
@@ -274,6 +278,8 @@ class _Training:
         config, model, probe = self.config, self.model, self.probe
         steps, clip = config.train.steps, config.train.clip
         status = "completed"
+        if self.spectrum is not None:
+            self.spectrum.measure("init", 0)
         for step in range(steps + 1):
             self.step_reached = step
             logged = step % config.log.every == 0 or step == steps
@@ -311,6 +317,8 @@ class _Training:
             if self.stop.signal_number is not None and step < steps:
                 status = "interrupted"
                 break
+        if self.spectrum is not None:
+            self.spectrum.at_end(self.step_reached)
         if self.progress_bar is not None:
             self.progress_bar.close()
         return status, self.summary(status)
@@ -375,7 +383,8 @@ class _Training:
                 "weight_grad_norm": stats["weight_grad_norm"],
                 "delta_norm": stats["delta_norm"],
             }
-        return {
+        prediction = theory_at_init(self.config, self.dataset.x_train)
+        summary = {
             "name": self.config.name,
             "status": status,
             "steps": self.config.train.steps,
@@ -383,10 +392,13 @@ class _Training:
             "final": self.final,
             "gradient_factor": factors,
             "regime": regimes,
-            "theory": theory_at_init(self.config, self.dataset.x_train),
+            "theory": prediction,
             "divergence": self.divergence,
             "layers": layers,
         }
+        if self.spectrum is not None:
+            summary["spectrum"] = self.spectrum.summary(self.config, prediction)
+        return summary
 
 
 def resolve_config(config_or_path, overrides=(), origin="overrides") -> Config:

@@ -29,6 +29,7 @@ CLIP_MODES = ("none", "norm", "layer_norm", "value")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 INIT_SCHEMES = ("normal", "uniform", "xavier", "he", "orthogonal")
 REGIMES = ("vanishing", "stable", "exploding", "unknown")
+SPECTRUM_TIMES = ("init", "init_and_end")  # when the Jacobian spectrum is measured
 
 FAMILIES = {
     "activation": ACTIVATIONS,
@@ -38,6 +39,7 @@ FAMILIES = {
     "optimizer": OPTIMIZERS,
     "init scheme": INIT_SCHEMES,
     "regime": REGIMES,
+    "spectrum time": SPECTRUM_TIMES,
 }
 
 
