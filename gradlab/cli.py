@@ -258,7 +258,9 @@ def format_run_report(run, max_rows: int = 24) -> str:
         from gradlab.spectrum import describe
 
         for label, block in summary["spectrum"].items():
-            lines.append(describe("at init" if label == "init" else f"at step {block['step']}", block))
+            lines.append(
+                describe("at init" if label == "init" else f"at step {block['step']}", block)
+            )
     if summary.get("divergence"):
         d = summary["divergence"]
         lines.append(

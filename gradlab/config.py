@@ -286,8 +286,10 @@ def _check_spectrum(config: Config) -> None:
             "the samples); use model.norm none or layer, or analysis.spectrum.enabled false",
         )
     if spectrum.samples > n_train:
-        raise fail("analysis.spectrum.samples", f"must be <= data.n_train ({n_train}), got "
-                   f"{spectrum.samples}")
+        raise fail(
+            "analysis.spectrum.samples",
+            f"must be <= data.n_train ({n_train}), got {spectrum.samples}",
+        )
 
 
 # ---------------------------------------------------------------------------------------

@@ -257,7 +257,9 @@ class RunWriter:
         ]
         self._spectrum_lines += rows
         header = ",".join(SPECTRUM_COLUMNS)
-        atomic_write_text(self.path / "spectrum.csv", "\n".join([header, *self._spectrum_lines]) + "\n")
+        atomic_write_text(
+            self.path / "spectrum.csv", "\n".join([header, *self._spectrum_lines]) + "\n"
+        )
 
     def close(self, **meta_updates) -> None:
         self.metrics.close()

@@ -57,7 +57,7 @@ def variance_per_layer(mu_1: float, mu_2: float, init: str) -> float:
 def predict_spectrum(
     activation: str,
     weight_scale: float,
-    bias_scale: float,
+    bias_scale: float = 0.0,
     *,
     init: str,
     layers: int,

@@ -34,7 +34,9 @@ def _inputs(samples=3, seed=1):
 def test_linear_orthogonal_network_has_every_singular_value_sigma_w_to_the_l(weight_scale, depth):
     """J = sigma_w^L Q with Q orthogonal; 1e-259 and 1e299 are reached without over- or
     underflow on the way (the running product is rescaled by powers of 2)."""
-    model = _model(depth, width=16, activation="linear", init="orthogonal", weight_scale=weight_scale)
+    model = _model(
+        depth, width=16, activation="linear", init="orthogonal", weight_scale=weight_scale
+    )
     spectrum = jacobian_spectrum(model, _inputs())
     assert spectrum.layers == depth - 1
     assert spectrum.singular_values.shape == (3, 16)
@@ -59,9 +61,7 @@ def _explicit_block_jacobian(model, x):
     y2, norm_jacobians = _layernorm(h2, block2.norm)
     slopes = block2.activation.derivative(y2)  # S, n
     weight = block2.linear.params["weight"]
-    return np.stack(
-        [weight @ norm_jacobians[s] * slopes[s][None, :] for s in range(x.shape[0])]
-    )
+    return np.stack([weight @ norm_jacobians[s] * slopes[s][None, :] for s in range(x.shape[0])])
 
 
 def _layernorm(h, norm):
@@ -183,9 +183,11 @@ def test_batchnorm_has_no_per_sample_jacobian():
 
 
 def test_samples_in_chunks_give_the_same_values(monkeypatch):
+    """(to rounding: a chunk of one sample takes other BLAS paths than one of two)"""
     from gradlab.engine import jacobian
 
     model = _model(5, width=8)
     whole = jacobian_spectrum(model, _inputs(5))
     monkeypatch.setattr(jacobian, "_CHUNK_BYTES", 2 * 8 * 8 * 8)  # two samples per chunk
-    np.testing.assert_array_equal(jacobian_spectrum(model, _inputs(5)).singular_values, whole.singular_values)
+    chunked = jacobian_spectrum(model, _inputs(5))
+    np.testing.assert_allclose(chunked.singular_values, whole.singular_values, rtol=1e-12)

@@ -161,12 +161,16 @@ def test_relu_moments_and_variance_per_layer():
     assert prediction["mean_sq"] == pytest.approx(1.0) and prediction["var_sq"] == pytest.approx(20)
 
 
-def test_tanh_at_zero_bias_is_an_isometry_for_orthogonal_weights():
-    at = theory_spectrum.at_criticality("tanh", 0.0)
-    assert at["weight_scale"] == pytest.approx(1.0)
-    assert at["orthogonal"] == pytest.approx(0.0, abs=1e-9)
-    small_bias = theory_spectrum.at_criticality("tanh", 0.05)
-    assert 0 < small_bias["orthogonal"] < 0.1 < small_bias["gaussian"]
+def test_tanh_near_zero_bias_approaches_isometry_with_orthogonal_weights():
+    # sigma_b = 0, sigma_w = 1: q* = 0, mu_1 = mu_2 = 1: orthogonal weights give Var = 0
+    isometry = theory_spectrum.predict_spectrum("tanh", 1.0, init="orthogonal", layers=100)
+    gaussian = theory_spectrum.predict_spectrum("tanh", 1.0, init="normal", layers=100)
+    assert isometry["mean_sq"] == 1.0 and isometry["var_sq"] == 0.0
+    assert gaussian["var_sq"] == pytest.approx(100.0)
+    small_bias = theory_spectrum.at_criticality("tanh", 0.05)  # sigma_b^2 = 0.0025
+    assert small_bias["weight_scale"] == pytest.approx(1.12254, rel=1e-5)
+    assert 0 < small_bias["orthogonal"] < 0.1 < 1 < small_bias["gaussian"]
+    assert small_bias["gaussian"] - small_bias["orthogonal"] == pytest.approx(1.0)
 
 
 def test_mu_moments_match_sampling():
@@ -196,25 +200,25 @@ def test_theory_command_prints_the_spectrum_at_criticality():
 
 
 def _relu_variances(init, layers, width, seeds, samples):
-    """Var[lambda] of each sample's J: relu at criticality, biases 0."""
+    """Var[lambda] of each sample's J, (seeds, samples): relu at criticality, biases 0."""
     scale = 1.0 if init == "he" else math.sqrt(2.0)
     variances = []
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
         model = MLP(8, 1, layers + 1, width, "relu", init=init, weight_scale=scale, rng=rng)
         values = jacobian_spectrum(model, rng.normal(size=(samples, 8))).singular_values
-        variances += list(np.var(values**2, axis=1))
+        variances.append(np.var(values**2, axis=1))
     return np.asarray(variances)
 
 
 @pytest.mark.parametrize(("init", "per_layer"), [("he", 2.0), ("orthogonal", 1.0)])
 def test_relu_variance_of_lambda_is_about_2l_gaussian_and_l_orthogonal(init, per_layer):
     """Free probability: Var[lambda] = L (mu_2 / mu_1^2 - 1 - s_1), 2L and L for relu. Width
-    128, L = 8, 12 networks x 4 samples: the mean is within 3 standard errors (measured
-    spread of the 48 variances) and 10% of the prediction."""
+    128, L = 8, 12 networks x 4 samples. The samples of one network share its weights, so
+    the sampling error is that of the 12 per-network means (measured: about 1.7 for the
+    Gaussian 16, 1.0 for the orthogonal 8); the mean lies within 3 of them."""
     layers = 8
-    variances = _relu_variances(init, layers, width=128, seeds=12, samples=4)
-    error = variances.std(ddof=1) / math.sqrt(variances.size)
-    predicted = per_layer * layers
-    assert abs(variances.mean() - predicted) <= max(3 * error, 0.0)
-    assert abs(variances.mean() - predicted) <= 0.1 * predicted
+    per_network = _relu_variances(init, layers, width=128, seeds=12, samples=4).mean(axis=1)
+    error = per_network.std(ddof=1) / math.sqrt(per_network.size)
+    assert abs(per_network.mean() - per_layer * layers) <= 3 * error
+    assert error < 0.15 * per_layer * layers  # the check has teeth: 2L and L lie apart

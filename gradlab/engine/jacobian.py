@@ -4,7 +4,7 @@ For a plain MLP, J(x) = d x^depth / d x^1: the last hidden layer's output with r
 the first hidden layer's output, a width x width matrix. In the engine's row convention
 (samples are rows, x^l = act(norm(x^{l-1} W_l + b_l))) a change dx^{l-1} becomes
 
-    dx^l = dx^{l-1} W_l N_l D_l,    D_l = diag(act'(y_l)),  y_l = norm(h_l),  h_l = x^{l-1} W_l + b_l
+    dx^l = dx^{l-1} W_l N_l D_l,   D_l = diag(act'(y_l)), y_l = norm(h_l),  h_l = x^{l-1} W_l + b_l
 
 with N_l the LayerNorm Jacobian, (I - 1 1^T / n - xhat xhat^T / n) diag(gamma) / sigma with
 xhat = (h - mean) / sigma and sigma = sqrt(var + eps) of the sample (identity without a norm).
@@ -164,7 +164,12 @@ def _scaled_product(model: MLP, x: np.ndarray):
             largest = np.max(np.abs(product), axis=(1, 2))  # S
             what = "Jacobian entries" if not np.all(np.isfinite(largest)) else None
         if what is not None:
-            return product, exponent, len(blocks), f"non-finite {what} at hidden layer {block.index}"
+            return (
+                product,
+                exponent,
+                len(blocks),
+                f"non-finite {what} at hidden layer {block.index}",
+            )
         _, shift = np.frexp(largest)  # largest = m 2^shift, 0.5 <= m < 1; 0 for a zero P
         np.ldexp(product, -shift[:, None, None], out=product)
         exponent += shift

@@ -88,7 +88,9 @@ def spectrum_density(run: Run) -> Figure | None:
     measured = spectra(run)
     if not measured:
         return None
-    blocks = {block["step"]: block for block in ((run.summary or {}).get("spectrum") or {}).values()}
+    blocks = {
+        block["step"]: block for block in ((run.summary or {}).get("spectrum") or {}).values()
+    }
     groups = [_resolved(matrix) for matrix in measured.values()]
     figure, ax = new_figure()
     if not any(values.size for values in groups):
