@@ -36,6 +36,7 @@ __all__ = [
     "clipping",
     "compare_gradient_by_layer",
     "compare_loss",
+    "compare_spectrum",
     "gradient_by_layer",
     "layer_heatmap",
     "loss_curves",
@@ -48,6 +49,7 @@ __all__ = [
     "plot_run",
     "run_labels",
     "save_figure",
+    "spectrum_density",
 ]
 
 
