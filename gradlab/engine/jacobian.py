@@ -161,7 +161,7 @@ def _scaled_product(model: MLP, x: np.ndarray):
         what = "pre-activations" if not np.all(np.isfinite(h)) else None
         if what is None:
             product = FACTORS[type(block)](product, block, h)
-            largest = np.max(np.abs(product), axis=(1, 2))  # S
+            largest = np.maximum(product.max(axis=(1, 2)), -product.min(axis=(1, 2)))  # S, max |P|
             what = "Jacobian entries" if not np.all(np.isfinite(largest)) else None
         if what is not None:
             return (
