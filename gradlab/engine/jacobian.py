@@ -24,7 +24,7 @@ batched SVD of the scaled P (LAPACK gesdd, singular values only) then gives s, a
 ``np.ldexp`` puts the exponent back.
 
 Cost: 2 S (L + 1) n^3 flops for the products and about (8/3) S n^3 for the SVDs: for width
-512, depth 50 and 4 samples about 55 GFLOP (benchmarks/jacobian_spectrum.py).
+512, depth 50 and 4 samples about 54 GFLOP (benchmarks/jacobian_spectrum.py).
 
 Resolution: a singular value below n eps s_max of its own J (eps = 2.2e-16) is rounding
 noise: J is singular to float64 precision there (a ReLU network's J has about half its
