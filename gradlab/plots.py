@@ -123,14 +123,16 @@ def plot_group(runs: Sequence[Run], directory, fmt: str = "png", dpi: int = DPI)
 
 
 def _run_figures(run: Run) -> dict:
-    return {
+    figures = {
         "gradient_by_layer": lambda: gradient_by_layer(run),
         "gradient_heatmap": lambda: layer_heatmap(run, "weight_grad_norm"),
         "loss": lambda: loss_curves(run),
         "clipping": lambda: clipping(run),
         "saturation": lambda: layer_heatmap(run, "saturation"),
-        "spectrum": lambda: spectrum_density(run),  # None (not drawn) without spectrum.csv
     }
+    if run.spectrum["step"].size:  # the run measured its Jacobian spectrum
+        figures["spectrum"] = lambda: spectrum_density(run)
+    return figures
 
 
 def _group_figures(runs: list[Run]) -> dict:
