@@ -88,6 +88,13 @@ class SpectrumRecorder:
         """summary.json's ``spectrum``: each measurement with its theory; ``prediction`` is the
         run's mean-field theory at init (``runner.theory_at_init``: effective sigma_w, q0)."""
         init = self.measured["init"]
+        widths = {block.linear.fan_out for block in self.model.blocks}
+        if len(widths) > 1:
+            theory = {
+                **dict.fromkeys(("mean_sq", "var_sq")),
+                "reason": "no prediction: the hidden widths differ (J is not square)",
+            }
+            return self._blocks(init, theory)
         theory = predict_spectrum(
             config.model.activation,
             prediction["weight_scale"],
@@ -98,6 +105,9 @@ class SpectrumRecorder:
             q0=prediction["q0"],
             leaky_slope=config.model.leaky_slope,
         )
+        return self._blocks(init, theory)
+
+    def _blocks(self, init: dict, theory: dict) -> dict:
         blocks = {"init": {**init, "theory": theory}}
         if "final" in self.measured:
             blocks["final"] = {**self.measured["final"], "theory": dict(_AT_END_THEORY)}

@@ -191,3 +191,21 @@ def test_samples_in_chunks_give_the_same_values(monkeypatch):
     monkeypatch.setattr(jacobian, "_CHUNK_BYTES", 2 * 8 * 8 * 8)  # two samples per chunk
     chunked = jacobian_spectrum(model, _inputs(5))
     np.testing.assert_allclose(chunked.singular_values, whole.singular_values, rtol=1e-12)
+
+
+def test_hidden_layers_of_different_widths_give_a_rectangular_j():
+    """J = d x^depth / d x^1 of widths 6 -> 9 -> 4: a 6 x 4 matrix, 4 singular values."""
+    model = _model(3, width=6, activation="tanh")
+    rng = np.random.default_rng(7)
+    from gradlab.engine.layers import Linear
+
+    for block, (fan_in, fan_out) in zip(model.blocks[1:], [(6, 9), (9, 4)], strict=True):
+        block.linear = Linear(rng.normal(size=(fan_in, fan_out)), np.zeros(fan_out))
+        block.activation = block.activation.twin(np.float64)
+    model.output = Linear(rng.normal(size=(4, 2)), np.zeros(2))
+    x = _inputs(2)
+    matrices = jacobians(model, x)
+    assert matrices.shape == (2, 6, 4)
+    spectrum = jacobian_spectrum(model, x)
+    expected = np.linalg.svd(matrices, compute_uv=False)
+    np.testing.assert_allclose(spectrum.singular_values, expected, rtol=1e-12)

@@ -118,7 +118,8 @@ def jacobian_spectrum(model: MLP, x: np.ndarray) -> Spectrum:
     defined: an EngineError."""
     if any(isinstance(block.norm, BatchNorm) for block in model.blocks):
         raise EngineError("the per-sample Jacobian is not defined with BatchNorm")
-    chunk = max(1, _CHUNK_BYTES // (8 * model.width**2))
+    widest = max(block.linear.fan_out for block in model.blocks)  # widths may differ
+    chunk = max(1, _CHUNK_BYTES // (8 * widest**2))
     parts = [_chunk_spectrum(model, x[start : start + chunk]) for start in range(0, len(x), chunk)]
     failed = [part for part in parts if part.problem is not None]
     if failed:
