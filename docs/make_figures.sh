@@ -101,7 +101,12 @@ $GRADLAB summary "$OUT/phase_diagram" | tee "$OUT/phase_diagram_summary.txt"
 plot phase_diagram
 figure phase_diagram/plots/phase_factor.png phase_diagram
 
-# 7. dynamical isometry: the Jacobian's singular values, Gaussian against orthogonal weights
+# 8. a bottleneck: hidden layers of different widths
+run bottleneck widths/bottleneck
+plot widths
+figure widths/bottleneck/plots/gradient_by_layer.png bottleneck_gradient_by_layer
+
+# 9. dynamical isometry: the Jacobian's singular values, Gaussian against orthogonal weights
 $GRADLAB theory --activation tanh --weight-scale 1 --bias-scale 0.05 | tee "$OUT/theory_tanh_isometry.txt"
 $GRADLAB theory --activation relu --weight-scale 1.4142135623730951 | tee "$OUT/theory_relu_isometry.txt"
 $GRADLAB sweep configs/sweeps/isometry.yaml --out "$OUT/isometry/tanh" --quiet | tee "$OUT/isometry_tanh.txt"

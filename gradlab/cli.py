@@ -59,14 +59,14 @@ def run_command(config_path, overrides, out, seed, force, quiet):
     prediction and a verdict. Exit 0 when completed or diverged, 130 when interrupted.
     """
     from gradlab.config import load_config
-    from gradlab.runner import memory_warning, run_config
+    from gradlab.runner import memory_warning, prepare_data, run_config
 
     try:
-        config = load_config(config_path, overrides, seed=seed, origin="--set")
+        config, table = prepare_data(load_config(config_path, overrides, seed, origin="--set"))
         if warning := memory_warning(config):
             click.echo(warning, err=True)
         progress = not quiet and sys.stderr.isatty()
-        result = run_config(config, out=out, force=force, progress=progress)
+        result = run_config(config, out=out, force=force, progress=progress, table=table)
     except GradlabError as error:
         _fail(error)
     click.echo(format_run_report(result))
@@ -96,7 +96,7 @@ def config_command(config_path, overrides):
     default="sigmoid",
     show_default=True,
 )
-@click.option("--weight-scale", type=float, required=True, help="sigma_w: W ~ N(0, sigma_w^2/n).")
+@click.option("--weight-scale", type=float, help="sigma_w: W ~ N(0, sigma_w^2/n) (required).")
 @click.option("--bias-scale", type=float, default=0.0, show_default=True, help="sigma_b.")
 @click.option("--norm", type=click.Choice(vocabulary.NORMS), default="none", show_default=True)
 @click.option(
@@ -109,21 +109,61 @@ def config_command(config_path, overrides):
 @click.option("--batch-size", type=click.IntRange(min=1), help="For --norm batch.")
 @click.option("--q0", type=float, default=1.0, show_default=True, help="Mean squared input.")
 @click.option("--tol", type=float, default=0.05, show_default=True, help="Verdict tolerance.")
-def theory_command(activation, weight_scale, bias_scale, norm, leaky_slope, batch_size, q0, tol):
+@click.option(
+    "--dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Probability of dropping a unit of each hidden layer's output.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--critical-line",
+    is_flag=True,
+    help="Print the critical sigma_w for each of --bias-scales instead (no --weight-scale).",
+)
+@click.option(
+    "--bias-scales",
+    metavar="B1,B2,...",
+    help="sigma_b values for --critical-line, e.g. 0,0.05,0.3 (default: --bias-scale).",
+)
+def theory_command(
+    activation,
+    weight_scale,
+    bias_scale,
+    norm,
+    leaky_slope,
+    batch_size,
+    q0,
+    tol,
+    dropout,
+    fmt,
+    critical_line,
+    bias_scales,
+):
     """Mean-field prediction at initialization: q*, chi_1, the factor M, regime, critical
-    weight scale."""
-    from gradlab import theory
+    weight scale and the depth scales xi_grad, xi_q, c*, xi_c (Schoenholz et al. 2017); with
+    --critical-line, the critical weight scale for several bias scales."""
+    from gradlab import theory, theory_report
 
-    for option, value, strict in (
-        ("--weight-scale", weight_scale, False),
-        ("--bias-scale", bias_scale, False),
-        ("--q0", q0, False),
-        ("--tol", tol, True),
-    ):
+    scales = _bias_scales(bias_scales, bias_scale) if critical_line else [bias_scale]
+    if not critical_line and weight_scale is None:
+        raise UserError("--weight-scale is required (unless --critical-line)")
+    checked = [] if critical_line else [("--weight-scale", weight_scale, False)]
+    checked += [("--bias-scale", value, False) for value in scales]
+    checked += [("--q0", q0, False), ("--tol", tol, True)]
+    for option, value, strict in checked:
         if not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
             rule = "> 0" if strict else ">= 0"
             raise UserError(f"{option} must be {rule} (a finite number), got {value:g}")
     try:
+        if critical_line:
+            rows = theory_report.critical_line(activation, scales, norm, q0, dropout, leaky_slope)
+            header = {"activation": activation, "norm": norm, "q0": q0, "dropout": dropout}
+            click.echo(theory_report.format_critical_line(rows, header, fmt))
+            return
         prediction = theory.predict(
             activation,
             weight_scale,
@@ -133,55 +173,30 @@ def theory_command(activation, weight_scale, bias_scale, norm, leaky_slope, batc
             batch_size=batch_size,
             tol=tol,
             leaky_slope=leaky_slope,
+            dropout=dropout,
         )
     except OverflowError:  # e.g. --weight-scale 1e200: its square is beyond the float range
         raise UserError(
             "--weight-scale, --bias-scale or --q0 is too large for the mean-field computation "
             "(its square overflows)"
         ) from None
-    critical = prediction.critical_weight_scale
-    entry = theory.activation_entry(activation, leaky_slope)
-    lines = [
-        f"activation={activation} weight_scale={_number(weight_scale, '.6g')} "
-        f"bias_scale={_number(bias_scale, '.6g')} norm={norm}"
-        + (f" batch_size={batch_size}" if batch_size else ""),
-        "q*                     "
-        + (
-            "inf (q grows without bound)"
-            if prediction.q_star == math.inf
-            else _number(prediction.q_star, ".6g")
-        ),
-        f"chi_1                  {_number(prediction.chi_1, '.6g')}",
-        f"predicted factor M     {_number(prediction.factor, '.6g')}",
-        f"regime                 {prediction.regime}",
-        "critical weight scale  "
-        + (
-            _number(critical, ".6g")
-            if critical is not None
-            else f"none ({theory.critical_scale_note(entry, bias_scale, norm, q0)})"
-        ),
-        f"basis                  {prediction.reason}",
-        *_spectrum_theory_lines(activation, bias_scale, norm, q0, leaky_slope),
-    ]
-    click.echo("\n".join(lines))
+    click.echo(theory_report.format_prediction(prediction, fmt, batch_size, leaky_slope))
 
 
-def _spectrum_theory_lines(activation, bias_scale, norm, q0, leaky_slope) -> list[str]:
-    """mu_1, mu_2 and Var[s^2] per layer of the Jacobian spectrum at the critical point."""
-    from gradlab import theory_spectrum
-
-    if norm != "none":
-        return [f"Jacobian spectrum      none (no theory with --norm {norm})"]
-    at = theory_spectrum.at_criticality(activation, bias_scale, q0, leaky_slope)
-    if "reason" in at:
-        return [f"Jacobian spectrum      none (no critical point: {at['reason']})"]
-    return [
-        f"mu_1 = E[phi'^2]       {_number(at['mu_1'], '.6g')} (at criticality: sigma_w = "
-        f"{_number(at['weight_scale'], '.6g')}, q* = {_number(at['q_star'], '.6g')})",
-        f"mu_2 = E[phi'^4]       {_number(at['mu_2'], '.6g')}",
-        f"Var[s^2] per layer     gaussian {_number(at['gaussian'], '.6g')}, orthogonal "
-        f"{_number(at['orthogonal'], '.6g')} (at criticality; s: singular values of J)",
-    ]
+def _bias_scales(text: str | None, default: float) -> list[float]:
+    """--bias-scales as numbers (a comma-separated list), or [--bias-scale]."""
+    if text is None:
+        return [default]
+    values = []
+    for item in text.split(","):
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise UserError(
+                f"--bias-scales: {item.strip()!r} is not a number; give a comma-separated "
+                "list such as 0,0.05,0.3"
+            ) from None
+    return values
 
 
 @cli.command("summary")
@@ -224,6 +239,8 @@ def format_run_report(run, max_rows: int = 24) -> str:
     """The end-of-run stdout: per-layer gradient norms (init, end), the verdict sentences, M
     against theory, and a key=value line. ``verdict`` is the regime at initialization (what
     theory predicts); ``verdict_final`` the regime of the trained network."""
+    from gradlab import analysis
+
     summary = run.summary or {}
     layers = summary.get("layers", {})
     init = layers.get("init", {}).get("weight_grad_norm", [])
@@ -236,10 +253,15 @@ def format_run_report(run, max_rows: int = 24) -> str:
         shown = sorted(set(range(0, depth, stride)) | {depth - 1})
         lines.append(f"(one layer in {stride}; all layers in {run.path / 'layers.csv'})")
     final_step = layers.get("final", {}).get("step")
-    lines.append(f"{'layer':>5}  {'|dL/dW| init':>12}  {'|dL/dW| step ' + str(final_step):>16}")
+    widths = analysis.varying_widths((run.config.get("model") or {}).get("width"))
+    width_head = "" if widths is None else f"  {'width':>5}"
+    lines.append(
+        f"{'layer':>5}{width_head}  {'|dL/dW| init':>12}  {'|dL/dW| step ' + str(final_step):>16}"
+    )
     for i in shown:
         end = final[i] if i < len(final) else None
-        lines.append(f"{i + 1:>5}  {_number(init[i], '.3e'):>12}  {_number(end, '.3e'):>16}")
+        width = "" if widths is None else f"  {widths[i] if i < len(widths) else '':>5}"
+        lines.append(f"{i + 1:>5}{width}  {_number(init[i], '.3e'):>12}  {_number(end, '.3e'):>16}")
     factors = summary.get("gradient_factor", {})
     at_init, at_end = factors.get("init") or {}, factors.get("final") or {}
     m_init, m_final = at_init.get("delta"), at_end.get("delta")
@@ -254,6 +276,8 @@ def format_run_report(run, max_rows: int = 24) -> str:
             f"measured M at init {_number(m_init, '.4g')}, mean-field theory "
             f"{_number(predicted, '.4g')} ({theory.get('regime')})"
         )
+    if at_init.get("width_steps"):
+        lines.extend(analysis.describe_width_steps(at_init["width_steps"]))
     if summary.get("spectrum"):
         from gradlab.spectrum import describe
 

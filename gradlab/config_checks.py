@@ -10,9 +10,10 @@ Standard library only.
 import difflib
 import math
 import re
+import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
-from typing import Any
+from typing import Any, get_args
 
 from gradlab.errors import ConfigError
 
@@ -43,10 +44,12 @@ class Range:
 
 
 def at_least(low: float) -> Range:
+    """[low, inf)."""
     return Range(low)
 
 
 def above(low: float) -> Range:
+    """(low, inf)."""
     return Range(low, low_open=True)
 
 
@@ -87,8 +90,19 @@ def is_section(annotation: object) -> bool:
     return isinstance(annotation, type) and is_dataclass(annotation)
 
 
+def _without_none(annotation: object) -> tuple[object, bool]:
+    """(the type, whether null is allowed): int | None -> (int, True); int -> (int, False)."""
+    if isinstance(annotation, types.UnionType) and type(None) in get_args(annotation):
+        rest = [arg for arg in get_args(annotation) if arg is not type(None)]
+        return (rest[0] if len(rest) == 1 else rest[0] | rest[1]), True
+    return annotation, False
+
+
 def expected(path: str, annotation: object, choices: Mapping, ranges: Mapping) -> str:
     """What a field may hold, in words: 'an integer >= 1', 'one of a, b'."""
+    annotation, nullable = _without_none(annotation)
+    if nullable:
+        return f"{expected(path, annotation, choices, ranges)} or null"
     rule = f" {ranges[path]}" if path in ranges else ""
     if annotation is bool:
         return "true or false"
@@ -99,6 +113,8 @@ def expected(path: str, annotation: object, choices: Mapping, ranges: Mapping) -
     if annotation == int | str:
         words = " or ".join(f"'{choice}'" for choice in choices[path])
         return f"an integer{rule} or {words}"
+    if annotation == int | list[int]:
+        return f"an integer{rule} or a list of integers{rule} (one per hidden layer)"
     if path in choices:
         return f"one of {', '.join(choices[path])}"
     return "a string"
@@ -109,19 +125,25 @@ def checked(path: str, annotation: object, value: Any, choices: Mapping, ranges:
     (config.CHOICES and config.RANGES: allowed words and intervals by key path)."""
     if is_section(annotation):
         return value if isinstance(value, annotation) else build_section(annotation, value)
+    declared = annotation  # with "| None": the words of messages say "or null"
+    annotation, nullable = _without_none(annotation)
+    if nullable and value is None:
+        return None
+    if annotation == int | list[int] and isinstance(value, list | tuple):
+        return [_list_entry(path, position, item, ranges) for position, item in enumerate(value)]
     is_int = isinstance(value, int) and not isinstance(value, bool)  # bool is an int in Python
     if annotation is float:
         converted = as_float(value)
     elif annotation is bool:
         converted = value if isinstance(value, bool) else None
-    elif annotation is int or (annotation == int | str and not isinstance(value, str)):
+    elif annotation in (int, int | list[int]) or (
+        annotation == int | str and not isinstance(value, str)
+    ):
         converted = value if is_int else None
     else:
         converted = value if isinstance(value, str) else None
     if converted is None:
-        raise fail(
-            path, f"must be {expected(path, annotation, choices, ranges)}, got {show(value)}"
-        )
+        raise fail(path, f"must be {expected(path, declared, choices, ranges)}, got {show(value)}")
     if isinstance(converted, float) and not math.isfinite(converted):
         raise fail(path, f"must be a finite number, got {show(value)}")
     if isinstance(converted, str) and path in choices and converted not in choices[path]:
@@ -136,6 +158,15 @@ def checked(path: str, annotation: object, value: Any, choices: Mapping, ranges:
         shown = converted if isinstance(value, str) else value  # '-1e-3' was meant as a number
         raise fail(path, f"must be {ranges[path]}, got {show(shown)}")
     return converted
+
+
+def _list_entry(path: str, position: int, item: Any, ranges: Mapping) -> int:
+    """Entry ``position`` (0-based) of a list of integers, held to the key's range."""
+    rule = f" {ranges[path]}" if path in ranges else ""
+    is_int = isinstance(item, int) and not isinstance(item, bool)
+    if not is_int or (path in ranges and item not in ranges[path]):
+        raise fail(path, f"entry {position + 1} must be an integer{rule}, got {show(item)}")
+    return item
 
 
 def as_float(value: Any) -> float | None:

@@ -15,30 +15,30 @@ A non-finite loss or gradient ends the run as *diverged*, recording the step, th
 the layer and the quantity where it first appeared (the step's metrics row is written, and
 its layer statistics if it was a logged step whose backward ran); SIGINT/SIGTERM end it as
 *interrupted* after the current step. Randomness: one SeedSequence(seed) spawns the data,
-init and batch generators, so changing the model never changes the data.
+init and batch generators (and, with dropout, the masks' generator), so changing the model
+never changes the data.
 """
 
-import contextlib
 import datetime as dt
 import math
 import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gradlab import analysis, theory
+from gradlab import analysis, datafiles, theory, theory_widths
 from gradlab.config import Config, config_from_dict, config_to_dict, dump_config_yaml, load_config
-from gradlab.data import TEACHER_WIDTH, make_dataset
+from gradlab.data import TEACHER_WIDTH, load_dataset
+from gradlab.datafiles import Table
 from gradlab.engine import MLP, Probe, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
 from gradlab.engine.model import memory_footprint
 from gradlab.errors import GradlabError
 from gradlab.results import Run, RunWriter, read_run, start_run, versions
-from gradlab.signals import on_stop_signals
+from gradlab.signals import StopFlag, stop_on_signals
 from gradlab.spectrum import SpectrumRecorder
 
 DEFAULT_RESULTS_ROOT = Path("results")
@@ -53,38 +53,22 @@ _UNLOCATED = {
 }
 
 
-@dataclass
-class _Stop:
-    """Set by the signal handler; the loop finishes its step and stops."""
-
-    signal_number: int | None = None
-
-
-@contextlib.contextmanager
-def _stop_on_signals():
-    """SIGINT/SIGTERM set a flag instead of raising; a second signal raises at once."""
-    stop = _Stop()
-
-    def handler(signal_number):
-        if stop.signal_number is not None:
-            raise KeyboardInterrupt
-        stop.signal_number = signal_number
-
-    with on_stop_signals(handler):
-        yield stop
-
-
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def build_model(config: Config, rng: np.random.Generator) -> MLP:
+    """The run's MLP, initialized from ``rng``; with dropout, its masks come from the run's
+    dropout generator (``_dropout_stream``), which the model keeps as ``dropout_rng``."""
     model = config.model
+    dropout_rng = None
+    if model.dropout > 0:  # without dropout nothing is drawn, and no generator is made
+        dropout_rng = np.random.default_rng(_dropout_stream(config))
     return MLP(
         input_dim=config.data.input_dim,
         output_dim=config.output_dim,
         depth=model.depth,
-        width=model.width,
+        width=model.widths,
         activation=model.activation,
         norm=model.norm,
         init=model.init.scheme,
@@ -96,6 +80,8 @@ def build_model(config: Config, rng: np.random.Generator) -> MLP:
         bn_eps=model.batchnorm.eps,
         ln_eps=model.layernorm.eps,
         leaky_slope=model.leaky_slope,
+        dropout=model.dropout,
+        dropout_rng=dropout_rng,
     )
 
 
@@ -128,6 +114,7 @@ def predict_theory(config: Config, q0: float) -> dict:
             batch_size=config.resolved_batch_size,
             tol=config.analysis.tol,
             leaky_slope=config.model.leaky_slope,
+            dropout=config.model.dropout,
         )
     except OverflowError:  # e.g. weight_scale 1e200: sigma_w^2 is beyond the float range
         prediction = theory.Prediction(
@@ -143,9 +130,21 @@ def predict_theory(config: Config, q0: float) -> dict:
             critical_weight_scale=None,
             applicable=False,
             reason="no prediction: sigma_w^2, sigma_b^2 or q0 overflows a float",
+            dropout=config.model.dropout,
         )
     result = prediction.to_dict()
     result["applies_to"] = "initialization"
+    if len(set(config.model.widths)) > 1:  # see gradlab.theory_widths
+        reason = theory_widths.unpredictable_scheme(config.model.init.scheme, config.model.norm)
+        if reason is not None:
+            result.update(q_star=None, chi_1=None, factor=None, regime="unknown")
+            result.update(applicable=False, reason=reason, gradient_toward_input="unknown")
+            for key in ("xi_grad", "xi_q", "c_star", "chi_c", "xi_c"):  # theory_depth's
+                result[key] = None
+                result["notes"][key] = reason
+        result["width_factors"] = (
+            None if reason else theory_widths.width_factors(config.model.widths)
+        )
     return result
 
 
@@ -155,11 +154,18 @@ def _seed_streams(config: Config) -> list[np.random.SeedSequence]:
     return np.random.SeedSequence(config.seed).spawn(3)
 
 
+def _dropout_stream(config: Config) -> np.random.SeedSequence:
+    """The dropout masks' seed: the fourth child of SeedSequence(seed) (the first three,
+    ``_seed_streams``, are the same whether or not a fourth is spawned)."""
+    return np.random.SeedSequence(config.seed).spawn(4)[3]
+
+
 def theory_at_init(config: Config, x_train: np.ndarray | None = None) -> dict:
     """predict_theory with q0 = the mean squared training input. Without ``x_train`` the run's
-    data is regenerated from its seed: the theory needs no training (e.g. for a killed run)."""
+    data is regenerated from its seed (a data file read again): the theory needs no training
+    (e.g. for a killed run)."""
     if x_train is None:
-        x_train = make_dataset(config, np.random.default_rng(_seed_streams(config)[0])).x_train
+        x_train = load_dataset(config, np.random.default_rng(_seed_streams(config)[0])).x_train
     return predict_theory(config, float(np.mean(np.square(x_train, dtype=np.float64))))
 
 
@@ -186,13 +192,14 @@ def estimate_memory(config: Config) -> int:
         data.input_dim,
         outputs,
         model.depth,
-        model.width,
+        model.widths,
         model.activation,
         model.norm,
         config.dtype,
         batch=config.resolved_batch_size,
         eval_batch=max(data.n_test, min(data.n_train, _EVAL_TRAIN_SAMPLES)),
         parameter_copies=copies,
+        dropout=model.dropout,
     )
     training = samples * (data.input_dim + outputs) * itemsize + sum(footprint.values())
     return _BASE_BYTES + max(making_data, training)
@@ -226,10 +233,18 @@ def _gigabytes(size: int) -> str:
 class _Training:
     """State of one training run; ``run`` returns (status, summary)."""
 
-    def __init__(self, config: Config, writer: RunWriter, stop: _Stop, progress: bool):
+    def __init__(
+        self,
+        config: Config,
+        writer: RunWriter,
+        stop: StopFlag,
+        progress: bool,
+        table: Table | None = None,
+    ):
         self.config, self.writer, self.stop = config, writer, stop
         data_seed, init_seed, batch_seed = _seed_streams(config)
-        self.dataset = make_dataset(config, np.random.default_rng(data_seed))
+        self.dataset = load_dataset(config, np.random.default_rng(data_seed), table)
+        # the dropout masks' generator (None without dropout) is self.model.dropout_rng
         self.model = build_model(config, np.random.default_rng(init_seed))
         self.loss_name = config.resolved_loss
         self.loss_fn = get_loss(self.loss_name)
@@ -357,7 +372,11 @@ class _Training:
             return
         bar.update(1)
         if logged:
-            fit = analysis.fit_factor(self.last_stats["delta_norm"], self.config.analysis.fit_skip)
+            fit = analysis.fit_factor(
+                self.last_stats["delta_norm"],
+                self.config.analysis.fit_skip,
+                analysis.varying_widths(self.config.model.width),
+            )
             bar.set_postfix(loss=f"{loss:.4g}", M=f"{fit.factor:.3g}", refresh=False)
 
     def summary(self, status):
@@ -416,18 +435,30 @@ def resolve_config(config_or_path, overrides=(), origin="overrides") -> Config:
     return load_config(config_or_path, overrides, origin=origin)
 
 
+def prepare_data(config: Config) -> tuple[Config, Table | None]:
+    """(the config with what real data decide filled in, the data read and checked; None
+    for synthetic data): see gradlab.datafiles. Raises before anything is written."""
+    table = datafiles.read_table(config.data)
+    return datafiles.resolve_config(config, table), table
+
+
 def run_config(
-    config: Config, out: Path | None = None, force: bool = False, progress: bool = False
+    config: Config,
+    out: Path | None = None,
+    force: bool = False,
+    progress: bool = False,
+    table: Table | None = None,
 ) -> Run:
-    """Train ``config`` into ``out`` (default results/<name>) and read the run back."""
+    """Train ``config`` into ``out`` (default results/<name>) and read the run back.
+    ``table``: the data ``prepare_data`` read for this config (None: read them here)."""
+    if table is None:
+        config, table = prepare_data(config)
     path = Path(out) if out is not None else DEFAULT_RESULTS_ROOT / config.name
     started = time.monotonic()
-    writer = start_run(
-        path,
-        dump_config_yaml(config),
-        {"seed": config.seed, "started_at": _now(), "steps": config.train.steps, **versions()},
-        force,
-    )
+    meta = {"seed": config.seed, "started_at": _now(), "steps": config.train.steps}
+    if table is not None:
+        meta["data"] = table.record  # which data the run saw: path, size, SHA-256
+    writer = start_run(path, dump_config_yaml(config), {**meta, **versions()}, force)
 
     def finish(status, **extra):
         writer.close(
@@ -439,9 +470,9 @@ def run_config(
         )
 
     training = None
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         try:
-            training = _Training(config, writer, stop, progress)
+            training = _Training(config, writer, stop, progress, table)
             with np.errstate(all="ignore"):  # exploding runs overflow on purpose: detected below
                 status, summary = training.run()
         except KeyboardInterrupt:

@@ -89,12 +89,13 @@ class SpectrumRecorder:
         run's mean-field theory at init (``runner.theory_at_init``: effective sigma_w, q0)."""
         init = self.measured["init"]
         widths = {block.linear.fan_out for block in self.model.blocks}
+        absent = None
         if len(widths) > 1:
-            theory = {
-                **dict.fromkeys(("mean_sq", "var_sq")),
-                "reason": "no prediction: the hidden widths differ (J is not square)",
-            }
-            return self._blocks(init, theory)
+            absent = "no prediction: the hidden widths differ (J is not square)"
+        elif getattr(config.model, "dropout", 0.0):
+            absent = "no prediction with dropout (J is measured without it, as in evaluation)"
+        if absent is not None:
+            return self._blocks(init, {**dict.fromkeys(("mean_sq", "var_sq")), "reason": absent})
         theory = predict_spectrum(
             config.model.activation,
             prediction["weight_scale"],

@@ -30,6 +30,7 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 INIT_SCHEMES = ("normal", "uniform", "xavier", "he", "orthogonal")
 REGIMES = ("vanishing", "stable", "exploding", "unknown")
 SPECTRUM_TIMES = ("init", "init_and_end")  # when the Jacobian spectrum is measured
+DATA_SOURCES = ("synthetic", "file", "digits")  # the teacher, a .npz/.csv file, sklearn's digits
 
 FAMILIES = {
     "activation": ACTIVATIONS,
@@ -40,6 +41,7 @@ FAMILIES = {
     "init scheme": INIT_SCHEMES,
     "regime": REGIMES,
     "spectrum time": SPECTRUM_TIMES,
+    "data source": DATA_SOURCES,
 }
 
 

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 import gradlab
-from gradlab import theory
+from gradlab import theory, theory_depth
 from gradlab.cli import cli
 from gradlab.config import load_config
 
@@ -122,6 +122,22 @@ def test_exploding_network_explodes_and_diverges_without_clipping(tmp_path):
 def test_sigmoid_critical_weight_scale_is_10_15_not_4():
     # theory first: sigma_w = 10.149 is the sigmoid's critical weight scale at sigma_b = 0
     assert theory.critical_weight_scale("sigmoid", 0.0) == pytest.approx(10.149, abs=1e-3)
+
+
+def test_depth_scales_as_the_tutorial_quotes_them_and_dropout_keeps_xi_c_finite():
+    """Theory only (no BLAS): the tutorial's depth scales, to the digits it prints."""
+    sigmoid = theory_depth.depth_scales("sigmoid", 4.0)
+    assert sigmoid.c_star == 1 and sigmoid.xi_c == pytest.approx(1.088, abs=5e-4)
+    tanh = theory_depth.depth_scales("tanh", 1.5, 0.05)
+    assert (tanh.xi_grad, tanh.xi_q) == pytest.approx((7.8042, 1.45062), abs=5e-5)
+    assert (tanh.c_star, tanh.xi_c) == pytest.approx((0.0520862, 16.2006), abs=5e-5)
+    assert theory_depth.depth_scales("tanh", 1.5, 0.05, dropout=0.1).xi_c == pytest.approx(
+        5.59913, abs=5e-6
+    )
+    assert theory.critical_weight_scale("tanh", 0.05) == pytest.approx(1.12254, abs=5e-6)
+    assert theory_depth.depth_scales("tanh", 1.0, 0.0).to_dict()["xi_c"] is None  # inf
+    for weight_scale in (0.5, 1.0, 1.12254, 2.0, 4.0):  # finite everywhere with dropout
+        assert theory_depth.depth_scales("tanh", weight_scale, 0.05, dropout=0.1).xi_c < 50
 
 
 def test_critical_config_is_stable_at_init(tmp_path):
@@ -241,7 +257,32 @@ def test_sweep_specs_expand_and_dry_run(spec, points, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-# ---- dynamical isometry (docs/tutorial.md, section 8) -------------------------------------
+def test_a_bottleneck_steps_the_weight_gradient_not_the_delta_norm(tmp_path):
+    """docs/tutorial.md, section 8: across a 32-unit bottleneck in 256-unit relu layers at the
+    edge of chaos |delta_l| keeps M = 1 without a step (per unit it would be sqrt(8) = 2.8),
+    and the weight gradient of the layers fed by the bottleneck drops by about sqrt(32/256)."""
+    from gradlab.cli import format_run_report
+
+    result = run("bottleneck", tmp_path, train__steps=0)
+    factor = result.summary["gradient_factor"]["init"]
+    assert factor["regime"] == "stable"
+    assert factor["delta"] == pytest.approx(predicted(result), abs=0.02)
+    (wide, narrow) = factor["width_steps"]["delta_norm"]
+    assert (wide["width"], narrow["width"], narrow["theory"]) == (256, 32, 1.0)
+    assert 0.8 < narrow["step"] < 1.25  # no step
+    fed_by_wide, fed_by_narrow = factor["width_steps"]["weight_grad_norm"][:2]
+    assert (fed_by_wide["fan_in"], fed_by_narrow["fan_in"]) == (256, 32)
+    assert fed_by_narrow["layers"] == [10, 11, 12, 13]
+    assert fed_by_narrow["theory"] == pytest.approx((32 / 256) ** 0.5)
+    assert fed_by_narrow["step"] == pytest.approx(fed_by_narrow["theory"], rel=0.25)
+    # the tutorial quotes the report's lines (values at init: the same on every BLAS kernel)
+    text = TUTORIAL.read_text(encoding="utf-8")
+    for line in format_run_report(result).splitlines():
+        if line.startswith(("|delta| at init", "|dL/dW| at init", "at init:")):
+            assert line in text, line
+
+
+# ---- dynamical isometry (docs/tutorial.md, section 9) -------------------------------------
 # Spectra at initialization agree across BLAS kernels in the digits quoted (the large singular
 # values dominate lambda's mean and variance); the finite-width scatter around the theory
 # (width 128) is ~20%, so measurement and theory are compared with that margin.

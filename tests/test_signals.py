@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from gradlab import sweep
-from gradlab.runner import _stop_on_signals
 from gradlab.signals import STOP_SIGNALS, on_stop_signals
+from gradlab.signals import stop_on_signals as _stop_on_signals
 
 
 def _handlers():
