@@ -4,8 +4,9 @@
 <run>/
   config.yaml    resolved config (written once, atomically)
   meta.json      status (running | completed | diverged | interrupted | failed), versions,
-                 seed, start/end time, wall time, step reached, the data file (path, size,
-                 SHA-256) of a run on real data (rewritten atomically)
+                 seed, start/end time, wall time, step reached, the host and pid of the
+                 process writing the run, and the data file (path, size, SHA-256) of a run
+                 on real data (rewritten atomically)
   metrics.csv    one row per logged step (appended and flushed every log step)
   layers.csv     one row per (logged step, hidden layer) (appended and flushed likewise)
   summary.json   final losses, gradient factor M, regime, theory (atomically, at the end)
@@ -29,6 +30,7 @@ import os
 import platform
 import secrets
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,13 +215,19 @@ def start_run(path: Path, config_yaml: str, meta: dict, force: bool = False) -> 
         raise cannot_write(path, error, "run directory") from None
 
 
+def this_host() -> str:
+    """The name meta.json records as ``host``: a pid means something on its own host only."""
+    return socket.gethostname()
+
+
 class RunWriter:
-    """Writes one run directory as the run goes. Used by the runner."""
+    """Writes one run directory as the run goes. Used by the runner. ``meta.json`` records
+    the writing process (``host``, ``pid``): a sweep tells a killed run from a live one."""
 
     def __init__(self, path: Path, config_yaml: str, meta: dict):
         self.path = Path(path)
         atomic_write_text(self.path / "config.yaml", config_yaml)
-        self.meta = {"status": "running", **meta}
+        self.meta = {"status": "running", **meta, "host": this_host(), "pid": os.getpid()}
         self.write_meta()
         self.metrics = CsvLog(self.path / "metrics.csv", METRIC_COLUMNS)
         self.layers = CsvLog(self.path / "layers.csv", LAYER_COLUMNS)
