@@ -123,10 +123,23 @@ figure residual_vs_plain/plots/compare_gradient_by_layer.png residual_vs_plain_g
 figure residual_vs_plain/plots/compare_loss.png residual_vs_plain_loss
 figure post_vs_pre_norm/plots/compare_gradient_by_layer.png post_vs_pre_norm_gradient
 
+# 10. dynamical isometry: the Jacobian's singular values, Gaussian against orthogonal weights
+$GRADLAB theory --activation tanh --weight-scale 1 --bias-scale 0.05 | tee "$OUT/theory_tanh_isometry.txt"
+$GRADLAB theory --activation relu --weight-scale 1.4142135623730951 | tee "$OUT/theory_relu_isometry.txt"
+$GRADLAB sweep configs/sweeps/isometry.yaml --out "$OUT/isometry/tanh" --quiet | tee "$OUT/isometry_tanh.txt"
+run isometry_relu isometry/relu/gaussian
+run isometry_relu isometry/relu/orthogonal --set model.init.scheme=orthogonal
+plot isometry/tanh
+plot isometry/relu
+figure isometry/tanh/plots/compare_spectrum.png isometry_tanh_spectrum
+figure isometry/tanh/plots/compare_loss.png isometry_tanh_loss
+figure isometry/relu/plots/compare_spectrum.png isometry_relu_spectrum
+figure isometry/relu/plots/compare_loss.png isometry_relu_loss
+
 if ((RUNS_ONLY)); then
     echo "reports in $OUT/"
     exit 0
 fi
-# 7. what the numbers were computed with, into the tutorial (from the runs' meta.json)
+# 8. what the numbers were computed with, into the tutorial (from the runs' meta.json)
 $PYTHON docs/record_environment.py docs/tutorial.md "$OUT"
 echo "figures in $FIG/, reports in $OUT/"

@@ -389,6 +389,13 @@ def format_run_report(run, max_rows: int = 24) -> str:
         )
     if at_init.get("width_steps"):
         lines.extend(analysis.describe_width_steps(at_init["width_steps"]))
+    if summary.get("spectrum"):
+        from gradlab.spectrum import describe
+
+        for label, block in summary["spectrum"].items():
+            lines.append(
+                describe("at init" if label == "init" else f"at step {block['step']}", block)
+            )
     if summary.get("divergence"):
         d = summary["divergence"]
         lines.append(

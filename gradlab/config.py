@@ -54,6 +54,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.loss": ("auto", *vocabulary.LOSSES),
     "train.optimizer": vocabulary.OPTIMIZERS,
     "train.clip.mode": vocabulary.CLIP_MODES,
+    "analysis.spectrum.at": vocabulary.SPECTRUM_TIMES,
 }
 
 RANGES: dict[str, _Range] = {
@@ -86,6 +87,7 @@ RANGES: dict[str, _Range] = {
     "log.eval_every": _at_least(1),
     "analysis.fit_skip": _Range(0, 0.5, high_open=True),
     "analysis.tol": _above(0),
+    "analysis.spectrum.samples": _at_least(1),
 }
 
 LOSS_FOR_TASK = {"regression": "mse", "binary": "bce", "multiclass": "cross_entropy"}
@@ -235,10 +237,19 @@ class LogConfig(_Section):
 
 
 @dataclass(frozen=True)
+class SpectrumConfig(_Section):
+    _path: ClassVar[str] = "analysis.spectrum"
+    enabled: bool = False  # singular values of the Jacobian d(last hidden) / d(first hidden)
+    samples: int = 4  # training inputs (the first ones) whose Jacobians are measured
+    at: str = "init"  # init | init_and_end (also the trained network)
+
+
+@dataclass(frozen=True)
 class AnalysisConfig(_Section):
     _path: ClassVar[str] = "analysis"
     fit_skip: float = 0.15  # fraction of hidden layers left out at each end of the M fit
     tol: float = 0.05  # |M - 1| <= tol counts as "stable", else vanishing or exploding
+    spectrum: SpectrumConfig = field(default_factory=SpectrumConfig)  # dynamical isometry
 
 
 @dataclass(frozen=True)
@@ -258,6 +269,7 @@ class Config(_Section):
         _check_name(self.name)
         _check_loss_for_task(self.train.loss, self.data.task)
         _check_batch_size(self)
+        _check_spectrum(self)
 
     @property
     def resolved_loss(self) -> str:
@@ -317,6 +329,27 @@ def _check_batch_size(config: Config) -> None:
         raise fail(
             "train.batch_size",
             f"BatchNorm needs at least 2 samples per batch (model.norm is 'batch'), got {got}",
+        )
+
+
+def _check_spectrum(config: Config) -> None:
+    spectrum, n_train = config.analysis.spectrum, config.data.n_train
+    if spectrum.enabled and config.model.norm == "batch":
+        raise fail(
+            "analysis.spectrum.enabled",
+            "the per-sample Jacobian is not defined with model.norm 'batch' (the batch couples "
+            "the samples); use model.norm none or layer, or analysis.spectrum.enabled false",
+        )
+    if spectrum.enabled and config.model.residual.enabled:
+        raise fail(
+            "analysis.spectrum.enabled",
+            "the Jacobian spectrum of residual networks (model.residual.enabled) is not built "
+            "yet; use a plain network, or analysis.spectrum.enabled false",
+        )
+    if spectrum.samples > n_train:
+        raise fail(
+            "analysis.spectrum.samples",
+            f"must be <= data.n_train ({n_train}), got {spectrum.samples}",
         )
 
 

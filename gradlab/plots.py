@@ -23,6 +23,7 @@ from gradlab.figures.common import DPI, STYLE, measured_factor
 from gradlab.figures.compare import compare_gradient_by_layer, compare_loss, run_labels
 from gradlab.figures.phase import phase_diagram, phase_grid, phase_keys
 from gradlab.figures.run import clipping, gradient_by_layer, layer_heatmap, loss_curves
+from gradlab.figures.spectrum import compare_spectrum, spectrum_density
 from gradlab.results import Run, atomic_writer, find_runs, read_run
 
 FORMATS = ("png", "pdf", "svg")
@@ -35,6 +36,7 @@ __all__ = [
     "clipping",
     "compare_gradient_by_layer",
     "compare_loss",
+    "compare_spectrum",
     "gradient_by_layer",
     "layer_heatmap",
     "loss_curves",
@@ -47,6 +49,7 @@ __all__ = [
     "plot_run",
     "run_labels",
     "save_figure",
+    "spectrum_density",
 ]
 
 
@@ -105,7 +108,7 @@ def plot_paths(paths: Iterable, fmt: str = "png", out=None, dpi: int = DPI) -> P
 
 
 def plot_run(run: Run, directory, fmt: str = "png", dpi: int = DPI) -> Plotted:
-    """The five figures of one run, into ``directory``."""
+    """The figures of one run, into ``directory`` (the spectrum only if it was measured)."""
     warnings = []
     written = _draw_all(_run_figures(run), Path(directory), fmt, dpi, warnings, str(run.path))
     return Plotted(written, warnings)
@@ -120,19 +123,23 @@ def plot_group(runs: Sequence[Run], directory, fmt: str = "png", dpi: int = DPI)
 
 
 def _run_figures(run: Run) -> dict:
-    return {
+    figures = {
         "gradient_by_layer": lambda: gradient_by_layer(run),
         "gradient_heatmap": lambda: layer_heatmap(run, "weight_grad_norm"),
         "loss": lambda: loss_curves(run),
         "clipping": lambda: clipping(run),
         "saturation": lambda: layer_heatmap(run, "saturation"),
     }
+    if run.spectrum["step"].size:  # the run measured its Jacobian spectrum
+        figures["spectrum"] = lambda: spectrum_density(run)
+    return figures
 
 
 def _group_figures(runs: list[Run]) -> dict:
     figures = {
         "compare_gradient_by_layer": lambda: compare_gradient_by_layer(runs),
         "compare_loss": lambda: compare_loss(runs),
+        "compare_spectrum": lambda: compare_spectrum(runs, run_labels(runs)),
     }
     keys = phase_keys(runs)
     if keys is not None:

@@ -11,6 +11,8 @@
   layers.csv     one row per (logged step, hidden layer or residual block) (appended and
                  flushed likewise; residual networks: RESIDUAL_LAYER_COLUMNS)
   summary.json   final losses, gradient factor M, regime, theory (atomically, at the end)
+  spectrum.csv   with analysis.spectrum: the Jacobian's singular values, one row per (step,
+                 sample, rank) (rewritten atomically after each measurement)
 ```
 
 A run killed at any moment, even by SIGKILL, leaves parseable files: JSON and YAML are
@@ -54,9 +56,18 @@ METRIC_COLUMNS = (
 LAYER_COLUMNS = ("step", "layer", *STAT_NAMES)
 # a residual network's layers.csv: one row per block, and the branch's delta norm besides
 RESIDUAL_LAYER_COLUMNS = ("step", "layer", *RESIDUAL_STAT_NAMES)
+_STATS = LAYER_COLUMNS[2:]
+SPECTRUM_COLUMNS = ("step", "sample", "rank", "singular_value")
 STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
 DONE_STATUSES = ("completed", "diverged")  # a finished run: a sweep does not run it again
-RUN_FILES = ("config.yaml", "meta.json", "metrics.csv", "layers.csv", "summary.json")
+RUN_FILES = (
+    "config.yaml",
+    "meta.json",
+    "metrics.csv",
+    "layers.csv",
+    "summary.json",
+    "spectrum.csv",
+)
 
 
 @contextlib.contextmanager
@@ -236,6 +247,7 @@ class RunWriter:
         self.write_meta()
         self.metrics = CsvLog(self.path / "metrics.csv", METRIC_COLUMNS)
         self.layers = CsvLog(self.path / "layers.csv", layer_columns)
+        self._spectrum_lines: list[str] = []
 
     def write_meta(self, **updates) -> None:
         self.meta.update(updates)
@@ -259,6 +271,20 @@ class RunWriter:
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_json(self.path / "summary.json", summary)
+
+    def write_spectrum(self, step: int, singular_values: np.ndarray) -> None:
+        """Add one measurement's singular values (samples, n) to spectrum.csv, rewriting the
+        file atomically with every measurement so far."""
+        rows = [
+            f"{step},{sample},{rank},{value!r}"
+            for sample, values in enumerate(np.asarray(singular_values, np.float64).tolist())
+            for rank, value in enumerate(values, 1)
+        ]
+        self._spectrum_lines += rows
+        header = ",".join(SPECTRUM_COLUMNS)
+        atomic_write_text(
+            self.path / "spectrum.csv", "\n".join([header, *self._spectrum_lines]) + "\n"
+        )
 
     def close(self, **meta_updates) -> None:
         self.metrics.close()
@@ -290,6 +316,11 @@ class Run:
     def layers(self) -> dict[str, np.ndarray]:
         """layers.csv by column; ``branch_delta_norm`` is nan for plain networks."""
         return read_csv_columns(self.path / "layers.csv", RESIDUAL_LAYER_COLUMNS)
+
+    @functools.cached_property
+    def spectrum(self) -> dict[str, np.ndarray]:
+        """spectrum.csv's columns (empty arrays for a run without it)."""
+        return read_csv_columns(self.path / "spectrum.csv", SPECTRUM_COLUMNS)
 
     @property
     def name(self) -> str:

@@ -48,6 +48,7 @@ from gradlab.results import (
     versions,
 )
 from gradlab.signals import StopFlag, stop_on_signals
+from gradlab.spectrum import SpectrumRecorder
 
 DEFAULT_RESULTS_ROOT = Path("results")
 # how the non-"normal" schemes scale sigma_w for a square hidden layer (fan_in = fan_out)
@@ -299,6 +300,9 @@ class _Training:
             np.random.default_rng(batch_seed),
         )
         self.probe = Probe(self.model)
+        self.spectrum = None
+        if config.analysis.spectrum.enabled:
+            self.spectrum = SpectrumRecorder(config, self.model, self.dataset.x_train, writer)
         self.grad_list = list(self.model.grads.values())
         self.first_stats = None
         self.last_stats = None
@@ -331,6 +335,8 @@ class _Training:
         config, model, probe = self.config, self.model, self.probe
         steps, clip = config.train.steps, config.train.clip
         status = "completed"
+        if self.spectrum is not None:
+            self.spectrum.measure("init", 0)
         for step in range(steps + 1):
             self.step_reached = step
             logged = step % config.log.every == 0 or step == steps
@@ -368,6 +374,8 @@ class _Training:
             if self.stop.signal_number is not None and step < steps:
                 status = "interrupted"
                 break
+        if self.spectrum is not None:
+            self.spectrum.at_end(self.step_reached)
         if self.progress_bar is not None:
             self.progress_bar.close()
         return status, self.summary(status)
@@ -440,6 +448,7 @@ class _Training:
                 "weight_grad_norm": stats["weight_grad_norm"],
                 "delta_norm": stats["delta_norm"],
             }
+        prediction = theory_at_init(self.config, self.dataset.x_train)
         summary = {
             "name": self.config.name,
             "status": status,
@@ -448,12 +457,14 @@ class _Training:
             "final": self.final,
             "gradient_factor": factors,
             "regime": regimes,
-            "theory": theory_at_init(self.config, self.dataset.x_train),
+            "theory": prediction,
             "divergence": self.divergence,
             "layers": layers,
         }
         if self.model.residual:
             summary["gradient_profile"] = self.gradient_profile()
+        if self.spectrum is not None:
+            summary["spectrum"] = self.spectrum.summary(self.config, prediction)
         return summary
 
     def gradient_profile(self) -> dict:

@@ -57,7 +57,36 @@ def format_prediction(
     ]
     rows += [(label, _depth_text(prediction, key)) for label, key in _DEPTH_ROWS]
     rows.append(("basis", prediction.reason))
+    rows += _spectrum_rows(prediction, leaky_slope)
     return "\n".join([header] + [f"{label:<{_WIDTH}}{text}" for label, text in rows])
+
+
+def _spectrum_rows(prediction: theory.Prediction, leaky_slope: float) -> list[tuple[str, str]]:
+    """mu_1, mu_2 and Var[s^2] per layer of the Jacobian spectrum at the critical point."""
+    from gradlab import theory_spectrum
+
+    if prediction.norm != "none":
+        return [("Jacobian spectrum", f"none (no theory with --norm {prediction.norm})")]
+    if prediction.dropout:
+        return [("Jacobian spectrum", "none (no theory with --dropout)")]
+    at = theory_spectrum.at_criticality(
+        prediction.activation, prediction.bias_scale, prediction.q0, leaky_slope
+    )
+    if "reason" in at:
+        return [("Jacobian spectrum", f"none (no critical point: {at['reason']})")]
+    return [
+        (
+            "mu_1 = E[phi'^2]",
+            f"{_number(at['mu_1'])} (at criticality: sigma_w = {_number(at['weight_scale'])}, "
+            f"q* = {_number(at['q_star'])})",
+        ),
+        ("mu_2 = E[phi'^4]", _number(at["mu_2"])),
+        (
+            "Var[s^2] per layer",
+            f"gaussian {_number(at['gaussian'])}, orthogonal {_number(at['orthogonal'])} "
+            "(at criticality; s: singular values of J)",
+        ),
+    ]
 
 
 def _depth_text(prediction: theory.Prediction, key: str) -> str:

@@ -29,6 +29,7 @@ CLIP_MODES = ("none", "norm", "layer_norm", "value")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 INIT_SCHEMES = ("normal", "uniform", "xavier", "he", "orthogonal")
 REGIMES = ("vanishing", "stable", "exploding", "unknown")
+SPECTRUM_TIMES = ("init", "init_and_end")  # when the Jacobian spectrum is measured
 DATA_SOURCES = ("synthetic", "file", "digits")  # the teacher, a .npz/.csv file, sklearn's digits
 RESIDUAL_BRANCHES = ("full", "reduced")  # x + act(h) V, or x + act(h) (V the identity)
 NORM_POSITIONS = ("pre", "post")  # a residual block's norm on the branch input, or after the sum
@@ -41,6 +42,7 @@ FAMILIES = {
     "optimizer": OPTIMIZERS,
     "init scheme": INIT_SCHEMES,
     "regime": REGIMES,
+    "spectrum time": SPECTRUM_TIMES,
     "data source": DATA_SOURCES,
     "residual branch": RESIDUAL_BRANCHES,
     "norm position": NORM_POSITIONS,

@@ -86,7 +86,11 @@ def test_config_prints_the_fully_resolved_config(write_config):
     resolved = yaml.safe_load(result.output)
     assert resolved["train"]["lr"] == 0.5
     assert resolved["model"]["init"] == {"scheme": "normal", "weight_scale": 1.0, "bias_scale": 0.0}
-    assert resolved["analysis"] == {"fit_skip": 0.15, "tol": 0.05}
+    assert resolved["analysis"] == {
+        "fit_skip": 0.15,
+        "tol": 0.05,
+        "spectrum": {"enabled": False, "samples": 4, "at": "init"},
+    }
 
 
 BAD_FILES = {

@@ -245,6 +245,7 @@ def test_full_batch_gradient_descent_is_smooth_and_sgd_is_noisy(tmp_path):
         ("gd_vs_sgd", 3),
         ("residual_vs_plain", 3),
         ("post_vs_pre_norm", 2),
+        ("isometry", 4),
     ],
 )
 def test_sweep_specs_expand_and_dry_run(spec, points, tmp_path):
@@ -362,3 +363,76 @@ def test_pre_norm_follows_theory_and_post_norm_is_measured_only(tmp_path):
     # post-norm: about the same factor in every block; pre-norm: it falls towards 1
     assert _profile(post)["factor_last_quarter"] > 1.01 > _profile(pre)["factor_last_quarter"]
     assert _profile(post)["ratio"] > 1.5 * _profile(pre)["ratio"]
+
+
+# ---- dynamical isometry (docs/tutorial.md, section 10) -------------------------------------
+# Spectra at initialization agree across BLAS kernels in the digits quoted (the large singular
+# values dominate lambda's mean and variance); the finite-width scatter around the theory
+# (width 128) is ~20%, so measurement and theory are compared with that margin.
+
+
+def _spectrum(name, folder, **overrides):
+    result = gradlab.run(CONFIGS / f"{name}.yaml", out=folder, train__steps=0, **overrides)
+    return result.summary["spectrum"]["init"]
+
+
+@pytest.mark.parametrize("depth", [32, 128])
+def test_orthogonal_tanh_keeps_the_spectrum_near_1_and_gaussian_spreads_it(depth, tmp_path):
+    gaussian = _spectrum("isometry_tanh", tmp_path / "g", model__depth=depth)
+    orthogonal = _spectrum(
+        "isometry_tanh", tmp_path / "o", model__depth=depth, model__init__scheme="orthogonal"
+    )
+    text = TUTORIAL.read_text(encoding="utf-8")
+    for scheme, block in (("Gaussian", gaussian), ("orthogonal", orthogonal)):
+        row = _table_row(text, f"tanh, {scheme}, depth {depth}")
+        assert row[0] == f"{block['var_sq']:.3g}" and row[1] == f"{block['theory']['var_sq']:.3g}"
+        assert row[2] == f"{block['frac_within_2x']:.2f}"
+    assert orthogonal["var_sq"] < 0.25 * gaussian["var_sq"]
+    assert orthogonal["frac_within_2x"] > 2 * gaussian["frac_within_2x"]
+    assert gaussian["min"] is None  # spread beyond 16 decades: J singular to float64
+    if depth == 32:  # L = 31 << width 128: the wide-network theory holds
+        for block in (gaussian, orthogonal):
+            assert block["var_sq"] == pytest.approx(block["theory"]["var_sq"], rel=0.25)
+            assert block["mean_sq"] == pytest.approx(1.0, rel=0.2)
+
+
+def test_relu_variance_is_2l_gaussian_and_l_orthogonal_and_j_is_singular(tmp_path):
+    gaussian = _spectrum("isometry_relu", tmp_path / "g")
+    orthogonal = _spectrum("isometry_relu", tmp_path / "o", model__init__scheme="orthogonal")
+    text = TUTORIAL.read_text(encoding="utf-8")
+    for scheme, block, per_layer in (("Gaussian", gaussian, 2), ("orthogonal", orthogonal, 1)):
+        assert block["theory"]["var_sq"] == pytest.approx(per_layer * block["layers"])
+        assert block["var_sq"] == pytest.approx(block["theory"]["var_sq"], rel=0.25)
+        assert block["unresolved"] > 0.4 and block["min"] is None
+        row = _table_row(text, f"relu, {scheme}, depth 32")
+        assert row[0] == f"{block['var_sq']:.3g}" and row[1] == f"{block['theory']['var_sq']:.3g}"
+
+
+def test_orthogonal_tanh_trains_faster_than_gaussian_in_the_same_steps(tmp_path):
+    config = CONFIGS / "isometry_tanh.yaml"
+    gaussian = gradlab.run(config, out=tmp_path / "g", train__steps=50)
+    orthogonal = gradlab.run(
+        config, out=tmp_path / "o", train__steps=50, model__init__scheme="orthogonal"
+    )
+    # 0.137 against 0.466 at step 50 (tutorial)
+    losses = [result.summary["final"]["test_loss"] for result in (gaussian, orthogonal)]
+    assert losses[1] < 0.5 * losses[0]
+
+
+@pytest.mark.slow
+def test_relu_trains_slower_than_orthogonal_tanh_with_either_init(tmp_path):
+    tanh = gradlab.run(
+        CONFIGS / "isometry_tanh.yaml",
+        out=tmp_path / "tanh",
+        train__steps=100,
+        model__init__scheme="orthogonal",
+    )
+    for scheme in ("normal", "orthogonal"):
+        relu = gradlab.run(
+            CONFIGS / "isometry_relu.yaml",
+            out=tmp_path / scheme,
+            train__steps=100,
+            model__init__scheme=scheme,
+        )
+        # 0.88 and 0.99 against 0.13 at step 100 (tutorial)
+        assert relu.summary["final"]["test_loss"] > 3 * tanh.summary["final"]["test_loss"]

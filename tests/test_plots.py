@@ -516,3 +516,38 @@ def test_cli_plot_unwritable_out_exits_2_in_one_line(runs, tmp_path):
         assert result.exit_code == 2, result.output
         assert len(result.output.strip().splitlines()) == 1
         assert "cannot write figure" in result.output and str(target) in result.output
+
+
+@pytest.fixture(scope="module")
+def spectrum_runs(tmp_path_factory):
+    """A Gaussian and an orthogonal tanh run that measured their Jacobian spectrum."""
+    folder = tmp_path_factory.mktemp("spectrum")
+    common = ["analysis.spectrum.enabled=true", "model.activation=tanh", "model.width=16"]
+    common += ["analysis.spectrum.at=init_and_end"]
+    return [
+        _make(folder / scheme, [*common, f"model.init.scheme={scheme}"], name=scheme)
+        for scheme in ("normal", "orthogonal")
+    ]
+
+
+def test_spectrum_figures_drawn_only_for_runs_that_measured_it(spectrum_runs, runs, tmp_path):
+    written, warnings = plots.plot_paths([spectrum_runs[0].path.parent], out=tmp_path / "s")
+    names = {path.name for path in written}
+    assert warnings == []
+    assert {"spectrum.png", "compare_spectrum.png"} <= names
+    assert len(list((tmp_path / "s").rglob("spectrum.png"))) == 2
+    assert plots.spectrum_density(runs["normal"]) is None  # no spectrum.csv: no figure
+    assert plots.compare_spectrum([runs["normal"], spectrum_runs[0]], ["a", "b"]) is None
+
+
+def test_spectrum_density_shows_every_measured_step_and_the_isometry_marker(spectrum_runs):
+    figure = plots.spectrum_density(spectrum_runs[1])
+    assert figure.gradlab_shown["steps"] == [0, 10]
+    ax = figure.axes[0]
+    assert ax.get_xscale() == "log"
+    assert any(list(line.get_xdata()) == [1.0, 1.0] for line in ax.get_lines())  # s = 1
+    summary = spectrum_runs[1].summary["spectrum"]["init"]
+    assert f"var {summary['var_sq']:.3g}" in ax.get_title()
+    overlay = plots.compare_spectrum(spectrum_runs, ["Gaussian", "orthogonal"])
+    labels = overlay.axes[0].get_legend_handles_labels()[1]
+    assert labels[0].startswith("Gaussian: var $s^2$") and "isometry" in labels[-1]

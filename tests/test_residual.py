@@ -390,3 +390,12 @@ def test_residual_refuses_varying_widths_and_dropout(model, key, words):
     with pytest.raises(ConfigError) as error:
         config_from_dict({"model": {**model, "residual": {"enabled": True}}})
     assert str(error.value).startswith(key) and words in str(error.value)
+
+
+def test_residual_refuses_the_jacobian_spectrum():
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(
+            {"model": {"residual": {"enabled": True}}, "analysis": {"spectrum": {"enabled": True}}}
+        )
+    assert str(error.value).startswith("analysis.spectrum.enabled")
+    assert "residual" in str(error.value)

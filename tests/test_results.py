@@ -131,6 +131,7 @@ def test_every_file_gradlab_writes_follows_the_umask(umask, tmp_path):
             "data": {"n_train": 64, "n_test": 32, "input_dim": 4},
             "model": {"depth": 3, "width": 8},
             "train": {"steps": 3, "batch_size": 16},
+            "analysis": {"spectrum": {"enabled": True, "samples": 2}},  # spectrum.csv too
         },
         "seeds": [0, 1],
     }

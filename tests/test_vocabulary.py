@@ -31,6 +31,7 @@ def _docs_allowed(key: str) -> tuple[str, ...]:
         ("train.clip.mode", vocabulary.CLIP_MODES),
         ("model.residual.branch", vocabulary.RESIDUAL_BRANCHES),
         ("model.residual.norm_position", vocabulary.NORM_POSITIONS),
+        ("analysis.spectrum.at", vocabulary.SPECTRUM_TIMES),
     ],
 )
 def test_config_choices_and_docs_agree_with_the_vocabulary(key, names):

@@ -141,6 +141,9 @@ class LeakyReLU(Activation):
         second = (1.0 + self.slope**2) / 2.0
         self.homogeneous = (mean, second, second)
 
+    def twin(self, dtype):
+        return LeakyReLU(dtype, self.slope)
+
     def phi(self, u):
         return np.where(u > 0, u, self.slope * u)
 

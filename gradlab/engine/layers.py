@@ -171,6 +171,11 @@ class Activation(Layer):
         """Fraction of saturated units in the last forward output (see subclasses)."""
         return 0.0
 
+    def twin(self, dtype) -> "Activation":
+        """A new layer of this activation, with the same options, computing in ``dtype`` (e.g.
+        exact float64 derivatives at a float32 network's pre-activations)."""
+        return type(self)(dtype)
+
     def phi(self, u: np.ndarray) -> np.ndarray:
         """phi(u), float64 in and out (the theory's formula; the engine may compute faster)."""
         raise NotImplementedError
