@@ -21,7 +21,11 @@ from typing import Any, ClassVar
 
 import yaml
 
+from gradlab import schedule as lr_schedule
 from gradlab import vocabulary
+from gradlab.config_checks import Range as _Range
+from gradlab.config_checks import above as _above
+from gradlab.config_checks import at_least as _at_least
 from gradlab.config_checks import (
     build_section,
     checked,
@@ -38,36 +42,6 @@ from gradlab.yaml_input import parse_override, read_yaml_file
 # What each key may hold beyond its type. Keys are dotted paths, as written in --set.
 
 
-@dataclass(frozen=True)
-class _Range:
-    """An interval of allowed numbers; ``str`` gives the rule as shown in messages."""
-
-    low: float
-    high: float | None = None  # None: unbounded above
-    low_open: bool = False
-    high_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        above = value > self.low if self.low_open else value >= self.low
-        if self.high is None:
-            return above
-        return above and (value < self.high if self.high_open else value <= self.high)
-
-    def __str__(self) -> str:
-        if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        return f"in {left}{self.low:g}, {self.high:g}{right}"
-
-
-def _at_least(low: float) -> _Range:
-    return _Range(low)
-
-
-def _above(low: float) -> _Range:
-    return _Range(low, low_open=True)
-
-
 CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": ("float64", "float32"),
     "data.task": ("regression", "binary", "multiclass"),
@@ -78,6 +52,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.loss": ("auto", *vocabulary.LOSSES),
     "train.optimizer": vocabulary.OPTIMIZERS,
     "train.clip.mode": vocabulary.CLIP_MODES,
+    "train.schedule.kind": vocabulary.SCHEDULES,
 }
 
 RANGES: dict[str, _Range] = {
@@ -102,6 +77,12 @@ RANGES: dict[str, _Range] = {
     "train.momentum": _Range(0, 1, high_open=True),
     "train.weight_decay": _at_least(0),
     "train.clip.threshold": _above(0),
+    "train.schedule.warmup_steps": _at_least(0),
+    "train.schedule.warmup_start": _Range(0, 1),
+    "train.schedule.step_every": _at_least(1),
+    "train.schedule.gamma": _above(0),
+    "train.schedule.final_lr": _at_least(0),
+    "train.checkpoint_every": _at_least(0),
     "log.every": _at_least(1),
     "log.eval_every": _at_least(1),
     "analysis.fit_skip": _Range(0, 0.5, high_open=True),
@@ -187,6 +168,23 @@ class ClipConfig(_Section):
 
 
 @dataclass(frozen=True)
+class ScheduleConfig(_Section):
+    _path: ClassVar[str] = "train.schedule"
+    kind: str = "constant"  # PyTorch's schedulers in closed form (gradlab.schedule)
+    warmup_steps: int = 0  # linear warmup from warmup_start * lr to lr over these steps
+    warmup_start: float = 0.0  # the warmup's first lr as a fraction of train.lr
+    step_every: int | None = None  # step: lr *= gamma every step_every steps (null: 1000)
+    gamma: float | None = None  # step: the factor (null: 0.1)
+    final_lr: float | None = None  # cosine, linear: the lr at the last step (null: 0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        values = {key: getattr(self, key) for key in lr_schedule.OWN_KEYS}
+        for key, value in lr_schedule.resolve_keys(self.kind, values).items():
+            object.__setattr__(self, key, value)
+
+
+@dataclass(frozen=True)
 class TrainConfig(_Section):
     _path: ClassVar[str] = "train"
     steps: int = 1000  # parameter updates; 0 measures the network at initialization only
@@ -197,6 +195,12 @@ class TrainConfig(_Section):
     momentum: float = 0.9  # mu of momentum and nesterov (Adam's beta1 is fixed at 0.9)
     weight_decay: float = 0.0  # L2 penalty added to the gradient: g + weight_decay * W
     clip: ClipConfig = field(default_factory=ClipConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # lr by step
+    checkpoint_every: int = 0  # save checkpoint.npz every N steps and at the end; 0: never
+
+    def __post_init__(self):
+        super().__post_init__()
+        lr_schedule.check_against_steps(self.schedule, self.steps)
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,43 @@ import difflib
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import fields, is_dataclass
-from typing import Any
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any, get_args
 
 from gradlab.errors import ConfigError
 
 # What YAML 1.2 calls a number; PyYAML (YAML 1.1) reads "1e-3" (no dot) as a string.
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+@dataclass(frozen=True)
+class Range:
+    """An interval of allowed numbers; ``str`` gives the rule as shown in messages."""
+
+    low: float
+    high: float | None = None  # None: unbounded above
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        if self.high is None:
+            return above
+        return above and (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+def at_least(low: float) -> Range:
+    return Range(low)
+
+
+def above(low: float) -> Range:
+    return Range(low, low_open=True)
 
 
 def join_path(prefix: str, key: object) -> str:
@@ -79,6 +109,10 @@ def checked(path: str, annotation: object, value: Any, choices: Mapping, ranges:
     (config.CHOICES and config.RANGES: allowed words and intervals by key path)."""
     if is_section(annotation):
         return value if isinstance(value, annotation) else build_section(annotation, value)
+    if type(None) in get_args(annotation):  # ``float | None``: null means unset
+        if value is None:
+            return None
+        (annotation,) = [member for member in get_args(annotation) if member is not type(None)]
     is_int = isinstance(value, int) and not isinstance(value, bool)  # bool is an int in Python
     if annotation is float:
         converted = as_float(value)
@@ -140,3 +174,15 @@ def unknown_key(path: str, key: object, allowed: list[str], origin: str = "") ->
     where = f" in {origin}" if origin else ""
     hint = did_you_mean(key, allowed)
     return fail(path, f"unknown key{where}{hint} (allowed: {', '.join(allowed)})")
+
+
+def first_difference(expected: Any, recorded: Any, labels: tuple[str, str], path: str = "") -> str:
+    """'model.depth: 20 in the spec, 30 on disk' for the first key of two config mappings
+    that differs, ``labels`` naming where each came from."""
+    if isinstance(expected, Mapping) and isinstance(recorded, Mapping):
+        for key in list(expected) + [k for k in recorded if k not in expected]:
+            if expected.get(key) != recorded.get(key):
+                return first_difference(
+                    expected.get(key), recorded.get(key), labels, join_path(path, key)
+                )
+    return f"{path or 'config'}: {expected!r} {labels[0]}, {recorded!r} {labels[1]}"

@@ -23,6 +23,7 @@ from gradlab.figures.common import DPI, STYLE, measured_factor
 from gradlab.figures.compare import compare_gradient_by_layer, compare_loss, run_labels
 from gradlab.figures.phase import phase_diagram, phase_grid, phase_keys
 from gradlab.figures.run import clipping, gradient_by_layer, layer_heatmap, loss_curves
+from gradlab.figures.schedule import compare_update_ratio, differ_in_schedule
 from gradlab.results import Run, atomic_writer, find_runs, read_run
 
 FORMATS = ("png", "pdf", "svg")
@@ -35,6 +36,7 @@ __all__ = [
     "clipping",
     "compare_gradient_by_layer",
     "compare_loss",
+    "compare_update_ratio",
     "gradient_by_layer",
     "layer_heatmap",
     "loss_curves",
@@ -134,6 +136,8 @@ def _group_figures(runs: list[Run]) -> dict:
         "compare_gradient_by_layer": lambda: compare_gradient_by_layer(runs),
         "compare_loss": lambda: compare_loss(runs),
     }
+    if differ_in_schedule(runs):
+        figures["compare_update_ratio"] = lambda: compare_update_ratio(runs)
     keys = phase_keys(runs)
     if keys is not None:
         figures["phase_factor"] = lambda: phase_diagram(runs, keys, "factor")

@@ -16,29 +16,33 @@ the layer and the quantity where it first appeared (the step's metrics row is wr
 its layer statistics if it was a logged step whose backward ran); SIGINT/SIGTERM end it as
 *interrupted* after the current step. Randomness: one SeedSequence(seed) spawns the data,
 init and batch generators, so changing the model never changes the data.
+
+The lr of step s is ``gradlab.schedule.learning_rate`` (``train.schedule``), logged in the
+``lr`` column. With ``train.checkpoint_every`` a checkpoint is saved after every N-th step and
+the last one (``gradlab.checkpoint``); ``resume_run`` goes on from it, writing the same files
+as a run never stopped. params.npz holds the final parameters of every run.
 """
 
-import contextlib
 import datetime as dt
 import math
 import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gradlab import analysis, theory
-from gradlab.config import Config, config_from_dict, config_to_dict, dump_config_yaml, load_config
-from gradlab.data import TEACHER_WIDTH, make_dataset
+from gradlab import analysis, checkpoint, theory
+from gradlab.config import Config, dump_config_yaml
+from gradlab.data import TEACHER_WIDTH, Batches, make_dataset
 from gradlab.engine import MLP, Probe, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
 from gradlab.engine.model import memory_footprint
 from gradlab.errors import GradlabError
-from gradlab.results import Run, RunWriter, read_run, start_run, versions
-from gradlab.signals import on_stop_signals
+from gradlab.results import Run, RunWriter, has_checkpoint, read_run, start_run, versions
+from gradlab.schedule import learning_rate
+from gradlab.signals import StopFlag, stop_flag_on_signals
 
 DEFAULT_RESULTS_ROOT = Path("results")
 # how the non-"normal" schemes scale sigma_w for a square hidden layer (fan_in = fan_out)
@@ -50,27 +54,6 @@ _UNLOCATED = {
     "loss": {"pass": "forward", "layer": "output", "quantity": "loss"},
     "gradient norm": {"pass": "backward", "layer": "unknown", "quantity": "gradient norm"},
 }
-
-
-@dataclass
-class _Stop:
-    """Set by the signal handler; the loop finishes its step and stops."""
-
-    signal_number: int | None = None
-
-
-@contextlib.contextmanager
-def _stop_on_signals():
-    """SIGINT/SIGTERM set a flag instead of raising; a second signal raises at once."""
-    stop = _Stop()
-
-    def handler(signal_number):
-        if stop.signal_number is not None:
-            raise KeyboardInterrupt
-        stop.signal_number = signal_number
-
-    with on_stop_signals(handler):
-        yield stop
 
 
 def _now() -> str:
@@ -96,21 +79,6 @@ def build_model(config: Config, rng: np.random.Generator) -> MLP:
         ln_eps=model.layernorm.eps,
         leaky_slope=model.leaky_slope,
     )
-
-
-def _batches(x, y, batch_size: int, rng: np.random.Generator):
-    """Endless minibatches: a fresh permutation each epoch, the remainder dropped so every
-    batch has the same size (BatchNorm statistics stay comparable). Full batch: (x, y)."""
-    n = x.shape[0]
-    if batch_size >= n:
-        while True:
-            yield x, y
-    per_epoch = n // batch_size
-    while True:
-        order = rng.permutation(n)
-        for k in range(per_epoch):
-            index = order[k * batch_size : (k + 1) * batch_size]
-            yield x[index], y[index]
 
 
 def predict_theory(config: Config, q0: float) -> dict:
@@ -225,7 +193,7 @@ def _gigabytes(size: int) -> str:
 class _Training:
     """State of one training run; ``run`` returns (status, summary)."""
 
-    def __init__(self, config: Config, writer: RunWriter, stop: _Stop, progress: bool):
+    def __init__(self, config: Config, writer: RunWriter, stop: StopFlag, progress: bool):
         self.config, self.writer, self.stop = config, writer, stop
         data_seed, init_seed, batch_seed = _seed_streams(config)
         self.dataset = make_dataset(config, np.random.default_rng(data_seed))
@@ -236,12 +204,13 @@ class _Training:
         self.optimizer = make_optimizer(
             train.optimizer, train.lr, train.momentum, train.weight_decay
         )
-        self.batches = _batches(
-            self.dataset.x_train,
-            self.dataset.y_train,
-            config.resolved_batch_size,
-            np.random.default_rng(batch_seed),
+        batch_rng = np.random.default_rng(batch_seed)
+        self.batches = Batches(
+            self.dataset.x_train, self.dataset.y_train, config.resolved_batch_size, batch_rng
         )
+        # every generator drawn from while training, by name: a checkpoint saves their states
+        self.generators = {"batches": batch_rng}
+        self.start_step = 0  # a resumed run starts after its checkpoint's step
         self.probe = Probe(self.model)
         self.grad_list = list(self.model.grads.values())
         self.first_stats = None
@@ -272,16 +241,18 @@ class _Training:
 
     def run(self):
         config, model, probe = self.config, self.model, self.probe
-        steps, clip = config.train.steps, config.train.clip
+        train = config.train
+        steps, clip = train.steps, train.clip
         status = "completed"
-        for step in range(steps + 1):
+        for step in range(self.start_step, steps + 1):
             self.step_reached = step
             logged = step % config.log.every == 0 or step == steps
             x, y = next(self.batches)
             probe.start(layer_stats=logged)  # gradient norms every step, the rest if logged
             outputs = model.forward(x, train=True, probe=probe if logged else None)  # B, out
             loss, dlogits = self.loss_fn(outputs, y)
-            row = {"step": step, "train_loss": loss, "lr": config.train.lr}
+            lr = self.optimizer.lr = learning_rate(train.schedule, train.lr, steps, step)
+            row = {"step": step, "train_loss": loss, "lr": lr}
             clipped = None
             if math.isfinite(loss):
                 model.backward(dlogits, probe=probe)
@@ -308,7 +279,11 @@ class _Training:
                 self._log(step, row, probe.layer_stats() if logged else None)
             self.final["train_loss"] = loss
             self._progress(step, loss, logged)
-            if self.stop.signal_number is not None and step < steps:
+            stopped = self.stop.signal_number is not None and step < steps
+            every = train.checkpoint_every
+            if every and (step % every == 0 or step == steps or stopped):
+                checkpoint.save_checkpoint(self.writer.path, self, step)
+            if stopped:
                 status = "interrupted"
                 break
         if self.progress_bar is not None:
@@ -389,21 +364,6 @@ class _Training:
         }
 
 
-def resolve_config(config_or_path, overrides=(), origin="overrides") -> Config:
-    """A Config from a Config, a mapping or a YAML path, with "key.path=value" overrides
-    (``origin`` names them in messages)."""
-    overrides = list(overrides)
-    if isinstance(config_or_path, Config):
-        if not overrides:
-            return config_or_path
-        return config_from_dict(
-            config_to_dict(config_or_path), overrides, source="the Config", origin=origin
-        )
-    if isinstance(config_or_path, dict):
-        return config_from_dict(config_or_path, overrides, origin=origin)
-    return load_config(config_or_path, overrides, origin=origin)
-
-
 def run_config(
     config: Config, out: Path | None = None, force: bool = False, progress: bool = False
 ) -> Run:
@@ -416,6 +376,36 @@ def run_config(
         {"seed": config.seed, "started_at": _now(), "steps": config.train.steps, **versions()},
         force,
     )
+    return _train(config, writer, started, progress)
+
+
+def resume_run(path: Path, config: Config | None = None, progress: bool = False) -> Run:
+    """Go on with the interrupted or killed run in ``path`` from its checkpoint.npz: rows
+    logged after the checkpoint are dropped and training continues, writing the same files
+    as an uninterrupted run (but for the times in meta.json). A GradlabError when the run
+    finished, has no checkpoint, or its config is not ``config`` (when given) or changed.
+    meta.json records the resumption (``RunWriter.resume``)."""
+    started = time.monotonic()
+    config, saved = checkpoint.resumable(path, config)
+    writer = RunWriter.resume(path, saved.step, resumed_at=_now())
+    return _train(config, writer, started, progress, saved)
+
+
+def run_or_resume(config: Config, out: Path, progress: bool = False) -> Run:
+    """A sweep point: resume the run in ``out`` when it has a checkpoint of ``config`` and
+    did not finish; otherwise run ``config`` there from the start."""
+    if has_checkpoint(out):
+        try:
+            return resume_run(out, config, progress)
+        except GradlabError:
+            pass  # not resumable (another config, unreadable): start afresh
+    return run_config(config, out=out, force=True, progress=progress)
+
+
+def _train(config: Config, writer: RunWriter, started: float, progress: bool, saved=None) -> Run:
+    """Train into ``writer``'s run directory (from ``saved``, a checkpoint, if given); write
+    summary.json and the final meta.json; read the run back."""
+    path = writer.path
 
     def finish(status, **extra):
         writer.close(
@@ -427,11 +417,14 @@ def run_config(
         )
 
     training = None
-    with _stop_on_signals() as stop:
+    with stop_flag_on_signals() as stop:
         try:
             training = _Training(config, writer, stop, progress)
+            if saved is not None:
+                checkpoint.restore(training, saved)
             with np.errstate(all="ignore"):  # exploding runs overflow on purpose: detected below
                 status, summary = training.run()
+            checkpoint.save_params(path, training.model)
         except KeyboardInterrupt:
             finish("interrupted")
             return read_run(path)
@@ -447,25 +440,3 @@ def run_config(
         extra["signal"] = signal.Signals(stop.signal_number).name
     finish(status, **extra)
     return read_run(path)
-
-
-def run(config_or_path, *, out=None, force=False, progress=False, **overrides) -> Run:
-    """Python API: run an experiment and return its run directory read back.
-
-    ``overrides`` use key paths with "__" for ".", e.g. ``run("c.yaml", train__lr=0.05)``,
-    or pass them as a dict: ``run("c.yaml", **{"model.depth": 10})``.
-    """
-    override_strings = [
-        f"{key.replace('__', '.')}={_yaml_scalar(v)}" for key, v in overrides.items()
-    ]
-    config = resolve_config(config_or_path, override_strings, origin="run() keyword overrides")
-    return run_config(config, out=out, force=force, progress=progress)
-
-
-def _yaml_scalar(value) -> str:
-    """A Python value as the YAML scalar text parse_override reads back."""
-    import json
-
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)

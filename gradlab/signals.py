@@ -11,6 +11,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -33,3 +34,24 @@ def on_stop_signals(handler: Callable[[int], None]) -> Iterator[None]:
     finally:
         for number, old in previous.items():
             signal.signal(number, old)
+
+
+@dataclass
+class StopFlag:
+    """Set by the signal handler; a run's loop finishes its step and stops."""
+
+    signal_number: int | None = None
+
+
+@contextlib.contextmanager
+def stop_flag_on_signals() -> Iterator[StopFlag]:
+    """SIGINT/SIGTERM set a flag instead of raising; a second signal raises at once."""
+    stop = StopFlag()
+
+    def handler(signal_number):
+        if stop.signal_number is not None:
+            raise KeyboardInterrupt
+        stop.signal_number = signal_number
+
+    with on_stop_signals(handler):
+        yield stop

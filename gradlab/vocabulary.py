@@ -27,6 +27,7 @@ NORMS = ("none", "batch", "layer")
 LOSSES = ("mse", "bce", "cross_entropy")
 CLIP_MODES = ("none", "norm", "layer_norm", "value")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+SCHEDULES = ("constant", "step", "cosine", "linear")  # learning-rate schedules (gradlab.schedule)
 INIT_SCHEMES = ("normal", "uniform", "xavier", "he", "orthogonal")
 REGIMES = ("vanishing", "stable", "exploding", "unknown")
 
@@ -36,6 +37,7 @@ FAMILIES = {
     "loss": LOSSES,
     "clip mode": CLIP_MODES,
     "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
     "init scheme": INIT_SCHEMES,
     "regime": REGIMES,
 }

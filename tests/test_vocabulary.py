@@ -28,6 +28,7 @@ def _docs_allowed(key: str) -> tuple[str, ...]:
         ("train.loss", ("auto", *vocabulary.LOSSES)),
         ("train.optimizer", vocabulary.OPTIMIZERS),
         ("train.clip.mode", vocabulary.CLIP_MODES),
+        ("train.schedule.kind", vocabulary.SCHEDULES),
     ],
 )
 def test_config_choices_and_docs_agree_with_the_vocabulary(key, names):

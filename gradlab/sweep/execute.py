@@ -183,12 +183,13 @@ def _last_line(text: str) -> str:
 
 
 def _worker() -> None:
-    """Entry point of a worker process: one run from a JSON request on stdin."""
+    """Entry point of a worker process: one run from a JSON request on stdin (resumed from
+    its folder's checkpoint when it has one of this config)."""
     request = json.load(sys.stdin)
-    from gradlab.runner import run_config
+    from gradlab.runner import run_or_resume
 
     config = config_from_dict(request["config"], source=request["out"])
-    run_config(config, out=Path(request["out"]), force=True, progress=False)
+    run_or_resume(config, Path(request["out"]), progress=False)
 
 
 def format_report(report: SweepReport) -> str:
