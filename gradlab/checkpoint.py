@@ -179,4 +179,3 @@ def resumable(run_dir: Path, config: Config | None = None) -> tuple[Config, Chec
             "written; start a new run instead"
         )
     return recorded, saved
-

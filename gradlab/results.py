@@ -18,7 +18,6 @@ flushed together (a reader ignores a trailing partial line). ``meta.json`` still
 ``running`` then, and readers report such a run as incomplete.
 """
 
-import contextlib
 import csv
 import functools
 import io

@@ -45,8 +45,7 @@ def resolve_keys(kind: str, values: dict) -> dict:
             users = " and ".join(f"'{name}'" for name in kinds)
             raise fail(
                 f"{_PATH}.{key}",
-                f"does not apply to kind '{kind}' (only to {users}); remove it or set "
-                f"{_PATH}.kind",
+                f"does not apply to kind '{kind}' (only to {users}); remove it or set {_PATH}.kind",
             )
         else:
             resolved[key] = None
@@ -79,7 +78,9 @@ def learning_rate(schedule, lr: float, steps: int, step: int) -> float:
     length = steps - warmup
     fraction = min(since / length, 1.0) if length > 0 else 1.0
     if kind == "cosine":
-        return schedule.final_lr + (lr - schedule.final_lr) * (1.0 + math.cos(math.pi * fraction)) / 2
+        return (
+            schedule.final_lr + (lr - schedule.final_lr) * (1.0 + math.cos(math.pi * fraction)) / 2
+        )
     if kind == "linear":
         return lr * (1.0 - fraction) + schedule.final_lr * fraction
     raise ValueError(f"unknown schedule kind {kind!r}; one of {', '.join(KINDS)}")

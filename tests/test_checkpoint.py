@@ -95,7 +95,9 @@ def test_checkpointing_changes_no_other_file(write_config, tmp_path):
     saved_again = gradlab.run(write_config(CHECKPOINTED), out=tmp_path / "again")
     for name in ("metrics.csv", "layers.csv", "summary.json", "params.npz"):
         assert (saved.path / name).read_bytes() == (saved_again.path / name).read_bytes(), name
-    plain_too = gradlab.run(write_config(CHECKPOINTED | {"train.checkpoint_every": 0}), out=tmp_path / "p2")
+    plain_too = gradlab.run(
+        write_config(CHECKPOINTED | {"train.checkpoint_every": 0}), out=tmp_path / "p2"
+    )
     for name in ("metrics.csv", "layers.csv", "summary.json", "params.npz"):
         assert (plain_too.path / name).read_bytes() == (saved.path / name).read_bytes(), name
     # the same run twice: the npz files are the same bytes (no time stamps inside)
@@ -172,9 +174,7 @@ KILLER = textwrap.dedent(
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
-def test_a_run_killed_at_a_random_step_resumes_to_the_same_files(
-    optimizer, write_config, tmp_path
-):
+def test_a_run_killed_at_a_random_step_resumes_to_the_same_files(optimizer, write_config, tmp_path):
     """SIGKILL right after the rows of a random step reach the disk (CSV rows past the last
     checkpoint, meta.json still 'running'), then `gradlab run --resume`."""
     kill_step = random.randrange(1, 20)

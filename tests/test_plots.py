@@ -533,7 +533,7 @@ def test_runs_differing_in_their_schedule_get_the_update_ratio_comparison(tmp_pa
         "warmup_steps=0",
         "warmup_steps=4",
     ]
-    figure = plots.compare_update_ratio(warm + [runs["diverged"]])  # and a diverged run
+    figure = plots.compare_update_ratio([*warm, runs["diverged"]])  # and a diverged run
     assert len(figure.axes) == 4  # three panels and the colour bar of the layers
     # runs that do not differ in their schedule: the figures they always had, no more
     norms = [read_run(runs["norms"] / norm) for norm in ("none", "batch")]

@@ -30,7 +30,13 @@ BY_HAND = [
         {"kind": "cosine", "final_lr": 0.01},
         0.1,
         4,
-        [0.1, 0.01 + 0.045 * (1 + math.sqrt(0.5)), 0.055, 0.01 + 0.045 * (1 - math.sqrt(0.5)), 0.01],
+        [
+            0.1,
+            0.01 + 0.045 * (1 + math.sqrt(0.5)),
+            0.055,
+            0.01 + 0.045 * (1 - math.sqrt(0.5)),
+            0.01,
+        ],
     ),
     # LinearLR(start_factor=1, end_factor=0, total_iters=4) on lr 0.1
     ({"kind": "linear"}, 0.1, 4, [0.1, 0.075, 0.05, 0.025, 0.0]),
@@ -42,7 +48,12 @@ BY_HAND = [
         [0.5, 0.75, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25],
     ),
     # SequentialLR([LinearLR(start_factor=0.25, total_iters=2), CosineAnnealingLR(T_max=2)], [2])
-    ({"kind": "cosine", "warmup_steps": 2, "warmup_start": 0.25}, 0.2, 4, [0.05, 0.125, 0.2, 0.1, 0]),
+    (
+        {"kind": "cosine", "warmup_steps": 2, "warmup_start": 0.25},
+        0.2,
+        4,
+        [0.05, 0.125, 0.2, 0.1, 0],
+    ),
 ]
 
 
@@ -53,7 +64,9 @@ def lrs(schedule, lr, steps):
 
 @pytest.mark.parametrize(("schedule", "lr", "steps", "expected"), BY_HAND)
 def test_schedules_give_pytorchs_values(schedule, lr, steps, expected):
-    assert lrs(schedule, lr, steps)[: len(expected)] == pytest.approx(expected, rel=1e-14, abs=1e-17)
+    assert lrs(schedule, lr, steps)[: len(expected)] == pytest.approx(
+        expected, rel=1e-14, abs=1e-17
+    )
 
 
 def _torch_lrs(schedule: ScheduleConfig, lr: float, steps: int) -> list[float]:

@@ -7,8 +7,7 @@ import threading
 import pytest
 
 from gradlab import sweep
-from gradlab.signals import stop_flag_on_signals
-from gradlab.signals import STOP_SIGNALS, on_stop_signals
+from gradlab.signals import STOP_SIGNALS, on_stop_signals, stop_flag_on_signals
 
 
 def _handlers():

@@ -31,7 +31,9 @@ def compare_update_ratio(runs: Sequence[Run]) -> Figure:
     layer), with the step where a diverged run ended."""
     shown = list(runs)[:MAX_PANELS]
     labels = run_labels(shown)
-    warmups = [analysis.flatten(run.config).get("train.schedule.warmup_steps") or 0 for run in shown]
+    warmups = [
+        analysis.flatten(run.config).get("train.schedule.warmup_steps") or 0 for run in shown
+    ]
     last = max(FIRST_STEPS, 2 * max(warmups))
     figure = Figure(figsize=(3.6 * len(shown) + 1.2, 4.4), dpi=DPI, layout="constrained")
     axes = figure.subplots(1, len(shown), sharey=True, squeeze=False)[0]
