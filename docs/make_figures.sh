@@ -101,6 +101,12 @@ $GRADLAB summary "$OUT/phase_diagram" | tee "$OUT/phase_diagram_summary.txt"
 plot phase_diagram
 figure phase_diagram/plots/phase_factor.png phase_diagram
 
+# 8. learning-rate warmup: the same lr diverges from the start and trains after a warmup
+run warmup warmup/none --set train.schedule.warmup_steps=0
+run warmup warmup/warmup
+plot warmup
+figure warmup/plots/compare_update_ratio.png warmup_update_ratio
+
 if ((RUNS_ONLY)); then
     echo "reports in $OUT/"
     exit 0

@@ -10,7 +10,15 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from gradlab import analysis
-from gradlab.figures.common import DPI, LAYER_LABEL, STEP_LABEL, integer_ticks, log_y, record
+from gradlab.figures.common import (
+    DPI,
+    LAYER_LABEL,
+    STEP_LABEL,
+    integer_ticks,
+    log_y,
+    positive,
+    record,
+)
 from gradlab.figures.compare import run_labels
 from gradlab.results import Run
 
@@ -42,7 +50,7 @@ def compare_update_ratio(runs: Sequence[Run]) -> Figure:
     for ax, run, label in zip(axes, shown, labels, strict=True):
         steps, ratios = run.layer_matrix("update_ratio")  # (n_steps,), (n_steps, depth)
         keep = steps <= last
-        steps, ratios = steps[keep], ratios[keep]
+        steps, ratios = steps[keep], positive(ratios[keep])  # a zero lr (warmup): no point
         depth = max(depth, ratios.shape[1] if ratios.ndim == 2 else 1)
         colour = Normalize(1, max(ratios.shape[1], 2)) if ratios.size else Normalize(1, 2)
         for layer in range(ratios.shape[1] if ratios.size else 0):
@@ -53,6 +61,7 @@ def compare_update_ratio(runs: Sequence[Run]) -> Figure:
         if divergence:
             ax.axvline(divergence["step"], color="black", linestyle=":", linewidth=1)
             ending = f"\ndiverged at step {divergence['step']}"
+        ax.axhline(1.0, color="0.5", linestyle="--", linewidth=0.8)  # updates as large as W
         ax.set_title(f"{label}{ending}")
         ax.set_xlabel(STEP_LABEL)
         integer_ticks(ax.xaxis)
@@ -60,7 +69,8 @@ def compare_update_ratio(runs: Sequence[Run]) -> Figure:
         axes[0].set_yscale("linear")
     axes[0].set_ylabel(UPDATE_RATIO_LABEL)
     mappable = matplotlib.cm.ScalarMappable(Normalize(1, max(depth, 2)), cmap)
-    figure.colorbar(mappable, ax=list(axes), label=LAYER_LABEL)
-    figure.suptitle(f"Per-layer update ratios over the first {last} steps")
+    bar = figure.colorbar(mappable, ax=list(axes), label=LAYER_LABEL)
+    integer_ticks(bar.ax.yaxis)
+    figure.suptitle(f"Per-layer update ratios over the first {last} steps (dashed: ratio 1)")
     record(figure, labels=labels, last_step=last)
     return figure
