@@ -6,6 +6,7 @@ import random
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,10 +50,14 @@ def assert_same_run(resumed, uninterrupted):
     assert meta == expected_meta
 
 
-def stop_after_step(monkeypatch, step, how="interrupt"):
-    """Make a run in this process stop right after the rows of ``step`` are flushed: before
-    the checkpoint of that step, as a kill may. ``how``: KeyboardInterrupt (the runner marks
-    the run interrupted)."""
+def _interrupt():
+    raise KeyboardInterrupt
+
+
+def stop_after_step(monkeypatch, step, stop=_interrupt):
+    """Make a run in this process call ``stop`` right after the rows of ``step`` are flushed:
+    before the checkpoint of that step, as a kill may. The default raises KeyboardInterrupt
+    (the runner marks the run interrupted)."""
     log_metrics, flush = RunWriter.log_metrics, RunWriter.flush
 
     def logging(self, row):
@@ -62,7 +67,7 @@ def stop_after_step(monkeypatch, step, how="interrupt"):
     def flushing(self):
         flush(self)
         if getattr(self, "last_step", -1) >= step:
-            raise KeyboardInterrupt
+            stop()
 
     monkeypatch.setattr(RunWriter, "log_metrics", logging)
     monkeypatch.setattr(RunWriter, "flush", flushing)
@@ -150,24 +155,16 @@ def test_mlp_load_params_takes_a_params_npz(tmp_path):
 # ---- kill -9 and resume, in a separate process --------------------------------------------
 
 KILLER = textwrap.dedent(
-    """
+    f"""
     import os, signal, sys
-    from gradlab.results import RunWriter
-    from gradlab.runner import run_config
+    import pytest
+    sys.path.insert(0, {str(Path(__file__).parent)!r})
+    from test_checkpoint import stop_after_step
     from gradlab.config import load_config
+    from gradlab.runner import run_config
 
-    log_metrics, flush = RunWriter.log_metrics, RunWriter.flush
-
-    def logging(self, row):
-        self.last_step = row["step"]
-        log_metrics(self, row)
-
-    def flushing(self):
-        flush(self)
-        if getattr(self, "last_step", -1) >= int(sys.argv[3]):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    RunWriter.log_metrics, RunWriter.flush = logging, flushing
+    kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
+    stop_after_step(pytest.MonkeyPatch(), int(sys.argv[3]), kill)
     run_config(load_config(sys.argv[1]), out=sys.argv[2])
     """
 )
