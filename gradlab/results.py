@@ -203,10 +203,10 @@ class RunWriter:
         writer.path = Path(path)
         meta = {key: value for key, value in read_meta(path).items() if key not in _END_KEYS}
         resumes = [*meta.pop("resumes", []), {"step": step, "at": resumed_at}]
-        writer.meta = {**meta, "status": "running", "resumes": resumes}
-        writer.write_meta()
         writer.metrics = CsvLog(writer.path / "metrics.csv", METRIC_COLUMNS, keep_through=step)
         writer.layers = CsvLog(writer.path / "layers.csv", LAYER_COLUMNS, keep_through=step)
+        writer.meta = {**meta, "status": "running", "resumes": resumes}
+        writer.write_meta()  # last: CSVs that cannot be resumed leave meta.json as it was
         return writer
 
     def write_meta(self, **updates) -> None:

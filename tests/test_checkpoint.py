@@ -20,6 +20,7 @@ from gradlab.config import config_from_dict, load_config
 from gradlab.data import make_dataset
 from gradlab.engine import MLP, mse
 from gradlab.engine.optim import make_optimizer
+from gradlab.errors import GradlabError
 from gradlab.results import RunWriter, read_run
 from gradlab.runner import build_model, resume_run, run_config
 
@@ -272,3 +273,17 @@ def test_a_sweep_resumes_an_interrupted_point_from_its_checkpoint(tmp_path, monk
 
 def load_config_of(run_dir):
     return config_from_dict(read_run(run_dir).config)
+
+
+def test_resuming_cuts_the_csv_back_to_the_checkpoint_and_drops_a_cut_row(tmp_path):
+    from gradlab.results import CsvLog
+
+    path = tmp_path / "log.csv"
+    path.write_text("step,a\n0,1.5\n2,2.5\n4,3.5\n6,4.5\n8,5")  # killed mid-row
+    log = CsvLog(path, ("step", "a"), keep_through=4)
+    log.append([5, 0.25])
+    log.close()
+    assert path.read_text() == "step,a\n0,1.5\n2,2.5\n4,3.5\n5,0.25\n"
+    path.write_text("step,b\n0,1\n")
+    with pytest.raises(GradlabError, match="does not start with the header"):
+        CsvLog(path, ("step", "a"), keep_through=4)
