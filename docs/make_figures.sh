@@ -101,7 +101,12 @@ $GRADLAB summary "$OUT/phase_diagram" | tee "$OUT/phase_diagram_summary.txt"
 plot phase_diagram
 figure phase_diagram/plots/phase_factor.png phase_diagram
 
-# 8. learning-rate warmup: the same lr diverges from the start and trains after a warmup
+# 8. a bottleneck: hidden layers of different widths
+run bottleneck widths/bottleneck
+plot widths
+figure widths/bottleneck/plots/gradient_by_layer.png bottleneck_gradient_by_layer
+
+# 9. learning-rate warmup: the same lr diverges from the start and trains after a warmup
 run warmup warmup/none --set train.schedule.warmup_steps=0
 run warmup warmup/warmup
 plot warmup

@@ -4,6 +4,13 @@ The lecture writes the gradient at hidden layer l of an L-layer network as
 |dL/dW_l| ~ |x| |W_l| M^(L-l). We measure M by a least-squares fit of ln(norm_l) against l:
 ln(norm_l) = intercept + slope * l, so M = exp(-slope) -- M < 1 means the norms shrink towards
 the input (vanishing), M > 1 that they grow (exploding).
+
+Hidden layers of different widths: M comes from the layers of equal width. The fit gives
+each width its own intercept, ln(norm_l) = intercept_{N_l} + slope * l, so the slope (and M)
+is measured between layers of the same width only, and a step where the width changes
+never enters M; the intercepts measure those steps, which ``factor_summary`` reports
+against the theory's (``theory_widths.width_factors``). The verdict keeps its meaning: M is the
+per-layer factor of |delta| between layers of equal width, the theory's sqrt(chi_1).
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 # the verdict rule, one function for measurement and theory alike (gradlab.vocabulary)
+from gradlab.formatting import number_text
+from gradlab.theory_widths import width_factors
 from gradlab.vocabulary import regime_of as verdict
 
 WIDE_ENOUGH = 32  # narrower hidden layers get the mean-field caveat in the verdict
@@ -34,11 +43,15 @@ class FactorFit:
     spread_decades: float  # log10(norm at first fitted layer / norm at last); < 0 if vanishing
     depth: int
     reason: str = ""  # why there is no factor, when there is none
+    # with ``groups``: (group, intercept, its usable layers) per group, the largest first
+    intercepts: tuple[tuple, ...] | None = None
 
     def to_dict(self) -> dict:
         """JSON-safe: non-finite floats become None, the window a list."""
         result = asdict(self)
         result["fit_layers"] = list(self.fit_layers) if self.fit_layers else None
+        if self.intercepts is None:
+            del result["intercepts"]
         return {
             key: (None if isinstance(value, float) and not math.isfinite(value) else value)
             for key, value in result.items()
@@ -55,8 +68,11 @@ def fit_window(depth: int, fit_skip: float = 0.15) -> tuple[int, int]:
     return 1 + skip, depth - skip
 
 
-def fit_factor(norms: Sequence[float], fit_skip: float = 0.15) -> FactorFit:
-    """Fit M to per-layer norms (index 0 is hidden layer 1), ignoring zero and non-finite norms."""
+def fit_factor(norms: Sequence[float], fit_skip: float = 0.15, groups=None) -> FactorFit:
+    """Fit M to per-layer norms (index 0 is hidden layer 1), ignoring zero and non-finite norms.
+
+    ``groups`` (one label per layer, e.g. its width): one intercept per label, a common slope
+    (``_grouped_fit``); None: one line through all layers."""
     values = np.asarray(norms, dtype=np.float64).ravel()
     depth = values.size
     nan = math.nan
@@ -74,6 +90,11 @@ def fit_factor(norms: Sequence[float], fit_skip: float = 0.15) -> FactorFit:
         )
         return FactorFit(nan, nan, nan, nan, (first, last), n_used, n_excluded, nan, depth, reason)
     x, y = layers[usable], np.log(window[usable])
+    if groups is not None:
+        labels = [
+            label for label, keep in zip(groups[first - 1 : last], usable, strict=True) if keep
+        ]
+        return _grouped_fit(x, y, labels, (first, last), n_excluded, depth)
     x_centred = x - x.mean()
     slope = float(np.dot(x_centred, y - y.mean()) / np.dot(x_centred, x_centred))
     intercept = float(y.mean() - slope * x.mean())
@@ -86,22 +107,64 @@ def fit_factor(norms: Sequence[float], fit_skip: float = 0.15) -> FactorFit:
     return FactorFit(factor, slope, intercept, r2, (first, last), n_used, n_excluded, spread, depth)
 
 
+def _grouped_fit(x, y, labels, window, n_excluded, depth) -> FactorFit:
+    """The least-squares fit of ln(norm_l) = intercept_g + slope * l, g = the layer's label:
+    the slope from the spread of each group about its own mean (R^2 likewise)."""
+    order = list(dict.fromkeys(labels))  # labels in layer order
+    index = np.array([order.index(label) for label in labels])
+    counts = np.bincount(index, minlength=len(order))
+    x_means = np.bincount(index, x, len(order)) / counts
+    y_means = np.bincount(index, y, len(order)) / counts
+    x_centred, y_centred = x - x_means[index], y - y_means[index]
+    spread = float((y[0] - y[-1]) / math.log(10))
+    nan = math.nan
+    if np.dot(x_centred, x_centred) == 0:
+        reason = f"no two of the usable layers in layers {window[0]}-{window[1]} have one width"
+        return FactorFit(nan, nan, nan, nan, window, x.size, n_excluded, spread, depth, reason)
+    slope = float(np.dot(x_centred, y_centred) / np.dot(x_centred, x_centred))
+    intercepts = y_means - slope * x_means
+    residual = float(np.sum((y_centred - slope * x_centred) ** 2))
+    total = float(np.dot(y_centred, y_centred))
+    rounding = 1e-24 * y.size * (1.0 + float(np.max(np.abs(y)))) ** 2
+    r2 = 1.0 if total <= rounding else max(0.0, 1.0 - residual / total)
+    factor = math.exp(-slope) if -slope < 709 else math.inf
+    ranked = sorted(range(len(order)), key=lambda g: -counts[g])  # stable: ties by layer
+    groups = tuple(
+        (order[g], float(intercepts[g]), tuple(int(layer) for layer in x[index == g]))
+        for g in ranked
+    )
+    main = groups[0][1]
+    return FactorFit(factor, slope, main, r2, window, x.size, n_excluded, spread, depth, "", groups)
+
+
 def fit_factors(matrix: np.ndarray, fit_skip: float = 0.15) -> np.ndarray:
     """M for each row of a (steps, depth) matrix of per-layer norms."""
     return np.array([fit_factor(row, fit_skip).factor for row in np.atleast_2d(matrix)])
 
 
-def width_caveat(width: int | None) -> str | None:
-    """The warning that goes with a verdict on narrow layers (None when wide or unknown)."""
-    if width is None or width >= WIDE_ENOUGH:
+def varying_widths(width) -> tuple[int, ...] | None:
+    """The hidden layers' widths when ``width`` (model.width) lists different ones, else None."""
+    if isinstance(width, list | tuple) and len(set(width)) > 1:
+        return tuple(width)
+    return None
+
+
+def width_caveat(width) -> str | None:
+    """The warning that goes with a verdict on narrow layers (None when wide or unknown);
+    ``width`` is model.width, an integer or a list."""
+    narrowest = min(width) if isinstance(width, list | tuple) else width
+    if narrowest is None or narrowest >= WIDE_ENOUGH:
         return None
-    return f"width {width} < {WIDE_ENOUGH}: mean-field theory assumes wide layers"
+    which = "narrowest width" if varying_widths(width) else "width"
+    return f"{which} {narrowest} < {WIDE_ENOUGH}: mean-field theory assumes wide layers"
 
 
-def describe(fit: FactorFit, tol: float = 0.05, width: int | None = None) -> str:
+def describe(fit: FactorFit, tol: float = 0.05, width=None) -> str:
     """The plain sentence, e.g. 'vanishing: the gradient shrinks x0.63 per layer, 10^-7.9 from
     layer 40 to layer 1', with the mean-field caveat when ``width`` is small."""
     sentence = _sentence(fit, tol)
+    if fit.reason == "" and fit.intercepts is not None and len(fit.intercepts) > 1:
+        sentence += "; M from layers of equal width"
     caveat = width_caveat(width)
     return f"{sentence}; {caveat}" if caveat and fit.reason == "" else sentence
 
@@ -124,14 +187,19 @@ def _sentence(fit: FactorFit, tol: float) -> str:
 
 
 def factor_summary(
-    delta_norms, weight_norms, fit_skip: float = 0.15, tol: float = 0.05, width: int | None = None
+    delta_norms, weight_norms, fit_skip: float = 0.15, tol: float = 0.05, width=None
 ) -> dict:
     """What summary.json records for one step: M from the delta norms (the verdict's basis) and
     from the weight-gradient norms, with the fit's quality. This is the one definition of M and
-    of the verdict: the run report, ``gradlab summary`` and every figure show these values."""
-    delta = fit_factor(delta_norms, fit_skip)
-    weight = fit_factor(weight_norms, fit_skip)
-    return {
+    of the verdict: the run report, ``gradlab summary`` and every figure show these values.
+
+    ``width`` is model.width. When it lists different widths, M comes from layers of equal
+    width (the delta fit groups layers by width, the weight-gradient fit by fan-in, layer 1's
+    input apart) and ``width_steps`` gives each group's step against the theory's."""
+    widths = varying_widths(width)
+    delta = fit_factor(delta_norms, fit_skip, widths)
+    weight = fit_factor(weight_norms, fit_skip, fan_in_groups(widths))
+    result = {
         "delta": _finite_or_none(delta.factor),
         "weight": _finite_or_none(weight.factor),
         "r2": _finite_or_none(delta.r2),
@@ -143,6 +211,66 @@ def factor_summary(
         "sentence": describe(delta, tol, width),
         "caveat": width_caveat(width) if delta.reason == "" else None,
     }
+    if widths is not None:
+        predicted = width_factors(widths)
+        result["width_steps"] = {
+            "delta_norm": width_steps(delta, predicted["delta_norm"], "width"),
+            "weight_grad_norm": width_steps(weight, predicted["weight_grad_norm"], "fan_in"),
+        }
+    return result
+
+
+def fan_in_groups(widths: Sequence[int] | None) -> tuple | None:
+    """The weight-gradient fit's groups: each layer's fan-in, layer 1's input apart."""
+    return None if widths is None else ("input", *widths[:-1])
+
+
+def width_steps(fit: FactorFit, predicted: Sequence[float | None], key: str) -> list[dict]:
+    """Each group of a grouped fit (largest first): its ``key`` (the width or fan-in), its
+    layers, the measured step exp(intercept - the largest group's intercept), the norm of its
+    layers over the largest group's along the fitted slope, and the theory's (``predicted``:
+    the per-layer factors of ``theory_widths.width_factors``; None where it has none)."""
+    if fit.intercepts is None:
+        return []
+    _, main, main_layers = fit.intercepts[0]
+    reference = predicted[main_layers[0] - 1]
+    steps = []
+    for label, intercept, layers in fit.intercepts:
+        theory = predicted[layers[0] - 1]
+        steps.append(
+            {
+                key: label,
+                "layers": list(layers),
+                "step": _finite_or_none(math.exp(min(intercept - main, 709.0))),
+                "theory": None if theory is None or reference is None else theory / reference,
+            }
+        )
+    return steps
+
+
+_STEP_NAMES = {"delta_norm": ("|delta|", "width"), "weight_grad_norm": ("|dL/dW|", "fan_in")}
+
+
+def describe_width_steps(steps: Mapping[str, list], when: str = "at init") -> list[str]:
+    """One line per gradient norm of ``width_steps``: each group's step against the largest
+    group, with the theory's, e.g. '|dL/dW| at init, steps from the layers of fan-in 256:
+    fan-in 64 x0.512 (theory x0.5)'."""
+    lines = []
+    for column, groups in steps.items():
+        if len(groups) < 2:
+            continue
+        symbol, key = _STEP_NAMES[column]
+        word = key.replace("_", "-")
+        parts = [
+            f"{word} {group[key]} x{number_text(group['step'], '.3g', 'nan')} "
+            f"(theory {'x' + number_text(group['theory'], '.3g') if group['theory'] else 'none'})"
+            for group in groups[1:]
+        ]
+        lines.append(
+            f"{symbol} {when}, steps from the layers of {word} {groups[0][key]}: "
+            + "; ".join(parts)
+        )
+    return lines
 
 
 def _finite_or_none(value: float) -> float | None:

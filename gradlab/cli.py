@@ -226,6 +226,8 @@ def format_run_report(run, max_rows: int = 24) -> str:
     """The end-of-run stdout: per-layer gradient norms (init, end), the verdict sentences, M
     against theory, and a key=value line. ``verdict`` is the regime at initialization (what
     theory predicts); ``verdict_final`` the regime of the trained network."""
+    from gradlab import analysis
+
     summary = run.summary or {}
     layers = summary.get("layers", {})
     init = layers.get("init", {}).get("weight_grad_norm", [])
@@ -238,10 +240,15 @@ def format_run_report(run, max_rows: int = 24) -> str:
         shown = sorted(set(range(0, depth, stride)) | {depth - 1})
         lines.append(f"(one layer in {stride}; all layers in {run.path / 'layers.csv'})")
     final_step = layers.get("final", {}).get("step")
-    lines.append(f"{'layer':>5}  {'|dL/dW| init':>12}  {'|dL/dW| step ' + str(final_step):>16}")
+    widths = analysis.varying_widths((run.config.get("model") or {}).get("width"))
+    width_head = "" if widths is None else f"  {'width':>5}"
+    lines.append(
+        f"{'layer':>5}{width_head}  {'|dL/dW| init':>12}  {'|dL/dW| step ' + str(final_step):>16}"
+    )
     for i in shown:
         end = final[i] if i < len(final) else None
-        lines.append(f"{i + 1:>5}  {_number(init[i], '.3e'):>12}  {_number(end, '.3e'):>16}")
+        width = "" if widths is None else f"  {widths[i] if i < len(widths) else '':>5}"
+        lines.append(f"{i + 1:>5}{width}  {_number(init[i], '.3e'):>12}  {_number(end, '.3e'):>16}")
     factors = summary.get("gradient_factor", {})
     at_init, at_end = factors.get("init") or {}, factors.get("final") or {}
     m_init, m_final = at_init.get("delta"), at_end.get("delta")
@@ -256,6 +263,8 @@ def format_run_report(run, max_rows: int = 24) -> str:
             f"measured M at init {_number(m_init, '.4g')}, mean-field theory "
             f"{_number(predicted, '.4g')} ({theory.get('regime')})"
         )
+    if at_init.get("width_steps"):
+        lines.extend(analysis.describe_width_steps(at_init["width_steps"]))
     if summary.get("divergence"):
         d = summary["divergence"]
         lines.append(

@@ -151,13 +151,29 @@ class LayerNormConfig(_Section):
 class ModelConfig(_Section):
     _path: ClassVar[str] = "model"
     depth: int = 20  # hidden layers: gradients shrink or grow like M^depth
-    width: int = 64  # units per hidden layer
+    width: int | list[int] = 64  # units per hidden layer, or a list: one per hidden layer
     activation: str = "sigmoid"  # sigmoid: max slope 1/4, the lecture's vanishing-gradient case
     norm: str = "none"  # normalization of the pre-activations, before the activation
     leaky_slope: float = 0.01  # leaky_relu's slope for z < 0 (PyTorch's default negative_slope)
     init: InitConfig = field(default_factory=InitConfig)
     batchnorm: BatchNormConfig = field(default_factory=BatchNormConfig)  # used if norm: batch
     layernorm: LayerNormConfig = field(default_factory=LayerNormConfig)  # used if norm: layer
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.width, list) and len(self.width) != self.depth:
+            raise fail(
+                "model.width",
+                f"a list needs one width per hidden layer (model.depth = {self.depth}), "
+                f"got {len(self.width)} entries",
+            )
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The width of each hidden layer, 1..depth."""
+        if isinstance(self.width, list):
+            return tuple(self.width)
+        return (self.width,) * self.depth
 
 
 @dataclass(frozen=True)

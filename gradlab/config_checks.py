@@ -99,6 +99,8 @@ def expected(path: str, annotation: object, choices: Mapping, ranges: Mapping) -
     if annotation == int | str:
         words = " or ".join(f"'{choice}'" for choice in choices[path])
         return f"an integer{rule} or {words}"
+    if annotation == int | list[int]:
+        return f"an integer{rule} or a list of integers{rule} (one per hidden layer)"
     if path in choices:
         return f"one of {', '.join(choices[path])}"
     return "a string"
@@ -113,12 +115,16 @@ def checked(path: str, annotation: object, value: Any, choices: Mapping, ranges:
         if value is None:
             return None
         (annotation,) = [member for member in get_args(annotation) if member is not type(None)]
+    if annotation == int | list[int] and isinstance(value, list | tuple):
+        return [_list_entry(path, position, item, ranges) for position, item in enumerate(value)]
     is_int = isinstance(value, int) and not isinstance(value, bool)  # bool is an int in Python
     if annotation is float:
         converted = as_float(value)
     elif annotation is bool:
         converted = value if isinstance(value, bool) else None
-    elif annotation is int or (annotation == int | str and not isinstance(value, str)):
+    elif annotation in (int, int | list[int]) or (
+        annotation == int | str and not isinstance(value, str)
+    ):
         converted = value if is_int else None
     else:
         converted = value if isinstance(value, str) else None
@@ -140,6 +146,15 @@ def checked(path: str, annotation: object, value: Any, choices: Mapping, ranges:
         shown = converted if isinstance(value, str) else value  # '-1e-3' was meant as a number
         raise fail(path, f"must be {ranges[path]}, got {show(shown)}")
     return converted
+
+
+def _list_entry(path: str, position: int, item: Any, ranges: Mapping) -> int:
+    """Entry ``position`` (0-based) of a list of integers, held to the key's range."""
+    rule = f" {ranges[path]}" if path in ranges else ""
+    is_int = isinstance(item, int) and not isinstance(item, bool)
+    if not is_int or (path in ranges and item not in ranges[path]):
+        raise fail(path, f"entry {position + 1} must be an integer{rule}, got {show(item)}")
+    return item
 
 
 def as_float(value: Any) -> float | None:

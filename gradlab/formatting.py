@@ -33,9 +33,12 @@ def number_text(value, spec: str | None = None, missing: str = "") -> str:
 
 def config_text(value) -> str:
     """A config value as given: the exact number, but 4 for 4.0 (YAML reads both alike);
-    true/false for booleans; the text of a string; '' for None."""
+    true/false for booleans; the text of a string; '' for None; a list (model.width) as
+    [256,64,256], one token."""
     if value is None:
         return ""
+    if isinstance(value, list | tuple):
+        return f"[{','.join(config_text(item) for item in value)}]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):

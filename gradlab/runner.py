@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradlab import analysis, checkpoint, theory
+from gradlab import analysis, checkpoint, theory, theory_widths
 from gradlab.config import Config, dump_config_yaml
 from gradlab.data import TEACHER_WIDTH, Batches, make_dataset
 from gradlab.engine import MLP, Probe, clip_gradients, get_loss, make_optimizer
@@ -66,7 +66,7 @@ def build_model(config: Config, rng: np.random.Generator) -> MLP:
         input_dim=config.data.input_dim,
         output_dim=config.output_dim,
         depth=model.depth,
-        width=model.width,
+        width=model.widths,
         activation=model.activation,
         norm=model.norm,
         init=model.init.scheme,
@@ -113,6 +113,14 @@ def predict_theory(config: Config, q0: float) -> dict:
         )
     result = prediction.to_dict()
     result["applies_to"] = "initialization"
+    if len(set(config.model.widths)) > 1:  # see gradlab.theory_widths
+        reason = theory_widths.unpredictable_scheme(config.model.init.scheme, config.model.norm)
+        if reason is not None:
+            result.update(q_star=None, chi_1=None, factor=None, regime="unknown")
+            result.update(applicable=False, reason=reason)
+        result["width_factors"] = (
+            None if reason else theory_widths.width_factors(config.model.widths)
+        )
     return result
 
 
@@ -153,7 +161,7 @@ def estimate_memory(config: Config) -> int:
         data.input_dim,
         outputs,
         model.depth,
-        model.width,
+        model.widths,
         model.activation,
         model.norm,
         config.dtype,
@@ -324,7 +332,11 @@ class _Training:
             return
         bar.update(1)
         if logged:
-            fit = analysis.fit_factor(self.last_stats["delta_norm"], self.config.analysis.fit_skip)
+            fit = analysis.fit_factor(
+                self.last_stats["delta_norm"],
+                self.config.analysis.fit_skip,
+                analysis.varying_widths(self.config.model.width),
+            )
             bar.set_postfix(loss=f"{loss:.4g}", M=f"{fit.factor:.3g}", refresh=False)
 
     def summary(self, status):

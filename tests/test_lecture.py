@@ -235,8 +235,33 @@ def test_sweep_specs_expand_and_dry_run(spec, points, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_bottleneck_steps_the_weight_gradient_not_the_delta_norm(tmp_path):
+    """docs/tutorial.md, section 8: across a 32-unit bottleneck in 256-unit relu layers at the
+    edge of chaos |delta_l| keeps M = 1 without a step (per unit it would be sqrt(8) = 2.8),
+    and the weight gradient of the layers fed by the bottleneck drops by about sqrt(32/256)."""
+    from gradlab.cli import format_run_report
+
+    result = run("bottleneck", tmp_path, train__steps=0)
+    factor = result.summary["gradient_factor"]["init"]
+    assert factor["regime"] == "stable"
+    assert factor["delta"] == pytest.approx(predicted(result), abs=0.02)
+    (wide, narrow) = factor["width_steps"]["delta_norm"]
+    assert (wide["width"], narrow["width"], narrow["theory"]) == (256, 32, 1.0)
+    assert 0.8 < narrow["step"] < 1.25  # no step
+    fed_by_wide, fed_by_narrow = factor["width_steps"]["weight_grad_norm"][:2]
+    assert (fed_by_wide["fan_in"], fed_by_narrow["fan_in"]) == (256, 32)
+    assert fed_by_narrow["layers"] == [10, 11, 12, 13]
+    assert fed_by_narrow["theory"] == pytest.approx((32 / 256) ** 0.5)
+    assert fed_by_narrow["step"] == pytest.approx(fed_by_narrow["theory"], rel=0.25)
+    # the tutorial quotes the report's lines (values at init: the same on every BLAS kernel)
+    text = TUTORIAL.read_text(encoding="utf-8")
+    for line in format_run_report(result).splitlines():
+        if line.startswith(("|delta| at init", "|dL/dW| at init", "at init:")):
+            assert line in text, line
+
+
 def test_warmup_lets_an_lr_that_diverges_from_the_start_train(tmp_path):
-    """Section 8: lr 0.04 diverges within a few steps from the start, with update ratios that
+    """Section 9: lr 0.04 diverges within a few steps from the start, with update ratios that
     grow past 1; after a 50-step warmup the same lr trains with small updates. Near an
     instability trained values move with the BLAS kernel (and the seed: 0.16 to 0.31 at step
     400 over seeds 0-3), so only claims with wide margins are checked."""

@@ -124,10 +124,7 @@ class Linear(Layer):
     def predict(self, x, out):
         """h = x W + b written into ``out`` (B, fan_out), which must not overlap ``x``."""
         weight = self.params["weight"]
-        if x.dtype == out.dtype:
-            np.dot(x, weight, out=out)  # the same GEMM as np.matmul, with less call overhead
-        else:
-            np.matmul(x, weight, out=out)
+        np.matmul(x, weight, out=out)
         out += self.params["bias"]
         return out
 
@@ -136,10 +133,7 @@ class Linear(Layer):
         x = self._input
         grads = self.grads
         weight = self.params["weight"]
-        if x.dtype == grad_out.dtype == self.dtype:
-            np.dot(x.T, grad_out, out=grads["weight"])
-        else:
-            np.matmul(x.T, grad_out, out=grads["weight"])
+        np.matmul(x.T, grad_out, out=grads["weight"])
         if grad_out.dtype == self.dtype:
             # the column sums as ones @ g: one BLAS gemv, faster than np.sum(axis=0)
             np.dot(self._ones(grad_out.shape[0]), grad_out, out=grads["bias"])
@@ -150,10 +144,7 @@ class Linear(Layer):
         grad_in = self._grad_in
         if grad_in is None or grad_in.shape != x.shape:
             grad_in = self._grad_in = self._input_grad_buffer(x.shape)
-        if grad_out.dtype == self.dtype:
-            np.dot(grad_out, weight.T, out=grad_in)
-        else:
-            np.matmul(grad_out, weight.T, out=grad_in)
+        np.matmul(grad_out, weight.T, out=grad_in)
         return grad_in
 
 
@@ -213,8 +204,6 @@ class _ExpSaturating(Activation):
 
     def __init__(self, dtype=np.float64):
         super().__init__(dtype)
-        self._int_dtype = np.dtype(f"int{8 * self.dtype.itemsize}")  # same width, for bits
-        self._sign_bit = self._int_dtype.type(np.iinfo(self._int_dtype).min)
         self._shape: tuple | None = None  # the shape of the buffers below
         self._e = self._r = self._out = self._grad_in = self._saturated = None
 
@@ -236,12 +225,8 @@ class _ExpSaturating(Activation):
 
     def _exp_neg_abs(self, z, e):
         """e = exp(-k|z|), written into ``e``."""
-        if self._exponent_scale == 1.0 and z.dtype == self.dtype and z.flags.c_contiguous:
-            # -|z| in one pass: set the sign bit (nan stays nan, -0.0 gives exp 1)
-            np.bitwise_or(z.view(self._int_dtype), self._sign_bit, out=e.view(self._int_dtype))
-        else:
-            np.abs(z, out=e)
-            e *= -self._exponent_scale
+        np.abs(z, out=e)
+        e *= -self._exponent_scale
         np.exp(e, out=e)
 
     def _exp_terms(self, z):

@@ -9,6 +9,7 @@ linear layer's output *before* normalization: its norm goes like M^(L-l), the le
 per-layer factor.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,9 @@ class HiddenBlock:
 class MLP:
     """A deep MLP with hand-written backprop. All arrays in ``dtype`` (float64 or float32).
 
+    ``width`` is the units of every hidden layer, or a sequence of one width per hidden layer
+    (``widths`` has them either way; ``width`` is None when they differ).
+
     Parameters are named ``layer{l}.weight``, ``layer{l}.bias``, ``layer{l}.norm.gamma``,
     ``layer{l}.norm.beta`` and ``output.weight``/``output.bias``; ``params`` and ``grads`` map
     those names to the live arrays (write into ``params[name][...]`` to set a parameter, or
@@ -53,7 +57,7 @@ class MLP:
         input_dim: int,
         output_dim: int,
         depth: int,
-        width: int,
+        width: int | Sequence[int],
         activation: str = "sigmoid",
         norm: str = "none",
         init: str = "normal",
@@ -66,18 +70,20 @@ class MLP:
         ln_eps: float = 1e-5,
         leaky_slope: float = 0.01,
     ):
-        if depth < 1 or width < 1 or input_dim < 1 or output_dim < 1:
+        if depth < 1 or input_dim < 1 or output_dim < 1:
             raise EngineError(
                 f"MLP needs depth, width, input_dim and output_dim >= 1, got "
                 f"{depth}, {width}, {input_dim}, {output_dim}"
             )
+        widths = hidden_widths(depth, width)
         if norm not in NORMS:
             raise EngineError(f"norm: {norm!r} is not one of {', '.join(NORMS)}")
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float64, np.float32):
             raise EngineError(f"dtype: {dtype!r} is not one of float64, float32")
         rng = np.random.default_rng() if rng is None else rng
-        self.depth, self.width = depth, width
+        self.depth, self.widths = depth, widths
+        self.width = widths[0] if len(set(widths)) == 1 else None  # None: the widths differ
         self.input_dim, self.output_dim = input_dim, output_dim
         self.activation_name, self.norm_name = activation, norm
 
@@ -87,21 +93,21 @@ class MLP:
 
         self.blocks: list[HiddenBlock] = []
         fan_in = input_dim
-        for index in range(1, depth + 1):
+        for index, units in enumerate(widths, start=1):
             norm_layer = None
             if norm == "batch":
-                norm_layer = BatchNorm(width, bn_momentum, bn_eps, self.dtype)
+                norm_layer = BatchNorm(units, bn_momentum, bn_eps, self.dtype)
             elif norm == "layer":
-                norm_layer = LayerNorm(width, ln_eps, self.dtype)
+                norm_layer = LayerNorm(units, ln_eps, self.dtype)
             block = HiddenBlock(
                 index,
-                linear(fan_in, width),
+                linear(fan_in, units),
                 norm_layer,
                 make_activation(activation, self.dtype, leaky_slope=leaky_slope),
             )
             self.blocks.append(block)
-            fan_in = width
-        self.output = linear(width, output_dim)
+            fan_in = units
+        self.output = linear(fan_in, output_dim)
         self.blocks[0].linear.needs_input_grad = False
         self._input_grads: dict[tuple, np.ndarray] = {}  # dL/dx of the Linear layers
         if _shares_input_grads(activation, norm):
@@ -174,27 +180,31 @@ class MLP:
         """
         x = self._as_input(x)  # B, input_dim
         for block in self.blocks:
-            x = block.linear.forward(x, train)  # B, width: h_l
+            x = block.linear.forward(x, train)  # B, N_l: h_l
             if block.norm is not None:
-                x = block.norm.forward(x, train)  # B, width
-            x = block.activation.forward(x, train)  # B, width: phi_l
+                x = block.norm.forward(x, train)  # B, N_l
+            x = block.activation.forward(x, train)  # B, N_l: phi_l
             if probe is not None:
                 probe.forward(block)
         return self.output.forward(x, train).copy()  # B, output_dim
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Outputs (B, output_dim) in eval mode, bit for bit ``forward(x, train=False)``, in
-        memory independent of depth: the hidden layers alternate between two (B, width)
-        arrays and no layer keeps anything (``forward`` leaves caches for backward in every
-        layer). Nothing the last ``forward``/``backward`` left is changed."""
+        memory independent of depth: the hidden layers alternate between two arrays of
+        (B, widest layer) and no layer keeps anything (``forward`` leaves caches for backward
+        in every layer). Nothing the last ``forward``/``backward`` left is changed."""
         x = self._as_input(x)  # B, input_dim
-        out, spare = np.empty((2, x.shape[0], self.width), dtype=self.dtype)  # B, width each
-        for layers in self._block_layers:
+        batch = x.shape[0]
+        arrays = np.empty((2, batch * max(self.widths)), dtype=self.dtype)  # 2, B * widest
+        side = 0  # the array the next Linear writes into; the other holds its input
+        for layers, units in zip(self._block_layers, self.widths, strict=True):
             linear, *elementwise = layers
+            out = arrays[side, : batch * units].reshape(batch, units)  # B, N_l
+            spare = arrays[1 - side, : batch * units].reshape(batch, units)  # B, N_l
             linear.predict(x, out)
             for layer in elementwise:  # in place; spare is free (x is used up, or the input)
                 layer.predict(out, spare)
-            x, out, spare = out, spare, out  # the next Linear writes into the other array
+            x, side = out, 1 - side
         return self.output.predict(x, np.empty((x.shape[0], self.output_dim), dtype=self.dtype))
 
     def backward(
@@ -239,11 +249,25 @@ class MLP:
             target[...] = value
 
 
+def hidden_widths(depth: int, width: int | Sequence[int]) -> tuple[int, ...]:
+    """The units of hidden layers 1..depth: ``width`` for each, or the sequence as given
+    (an EngineError unless it has ``depth`` entries, each an integer >= 1)."""
+    if isinstance(width, int | np.integer):
+        widths = (int(width),) * depth
+    else:
+        widths = tuple(width)
+        if len(widths) != depth:
+            raise EngineError(f"MLP needs {depth} widths (one per hidden layer), got {widths}")
+    if not all(isinstance(units, int | np.integer) and units >= 1 for units in widths):
+        raise EngineError(f"MLP widths must be integers >= 1, got {width}")
+    return tuple(int(units) for units in widths)
+
+
 def memory_footprint(
     input_dim: int,
     output_dim: int,
     depth: int,
-    width: int,
+    width: int | Sequence[int],
     activation: str = "sigmoid",
     norm: str = "none",
     dtype="float64",
@@ -256,32 +280,36 @@ def memory_footprint(
     parameters: ``parameter_copies`` arrays of every parameter (2: values and gradients; an
     optimizer adds its state). activations: the (batch, features) arrays a training step
     with per-layer statistics leaves in the layers (each layer's ``train_arrays`` and
-    ``train_masks``, and the Linear layers' dL/dx, one array shared by all where it can
-    be); statistics: a ``Probe``'s two float64 (batch * width) scratch arrays for
-    them; predict: ``predict``'s two (eval_batch, width) arrays and its output.
+    ``train_masks``, and the Linear layers' dL/dx, one array per shape shared by all where it
+    can be); statistics: a ``Probe``'s two float64 (batch * N_l) scratch arrays for each
+    width; predict: ``predict``'s two (eval_batch, widest layer) arrays and its output.
     """
+    widths = hidden_widths(depth, width)
     itemsize = np.dtype(dtype).itemsize
     norm_class = {"none": None, "batch": BatchNorm, "layer": LayerNorm}[norm]
     activation_class = ACTIVATIONS[activation]
-    shared = _shares_input_grads(activation, norm)
-    per_sample = (width + output_dim) * itemsize  # the output layer: dL/dx and h
-    for index in range(1, depth + 1):
-        per_sample += Linear.train_arrays * width * itemsize
-        if index > 1 and not shared:  # dL/dx of layer 1 is not computed
-            per_sample += width * itemsize
+    per_sample = output_dim * itemsize  # the output layer's h
+    if _shares_input_grads(activation, norm):  # one dL/dx per shape: fan-ins N_1..N_L
+        per_sample += sum(set(widths)) * itemsize
+    else:  # each Linear's own dL/dx (N_{l-1}), but layer 1's, which is not computed
+        per_sample += sum(widths) * itemsize
+    fan_ins = (input_dim, *widths)
+    parameter_count = output_dim  # the output bias
+    for units, fan_in in zip(widths, fan_ins, strict=False):
+        per_sample += Linear.train_arrays * units * itemsize
         if norm_class is not None:
-            per_sample += norm_class.train_arrays * width * itemsize
-        per_sample += activation_class.train_arrays * width * itemsize
-        per_sample += activation_class.train_masks * width
-    parameter_count = input_dim * width + (depth - 1) * width * width + width * output_dim
-    parameter_count += depth * width + output_dim  # biases
-    if norm_class is not None:
-        parameter_count += 2 * depth * width  # gamma, beta
+            per_sample += norm_class.train_arrays * units * itemsize
+            parameter_count += 2 * units  # gamma, beta
+        per_sample += activation_class.train_arrays * units * itemsize
+        per_sample += activation_class.train_masks * units
+        parameter_count += fan_in * units + units  # weight, bias
+    parameter_count += widths[-1] * output_dim
     return {
         "parameters": parameter_copies * parameter_count * itemsize,
         "activations": batch * per_sample,
-        "statistics": batch * 2 * width * 8,  # ``Probe.mean_std``'s ones and centred values
-        "predict": eval_batch * (2 * width + output_dim) * itemsize,
+        # ``Probe.mean_std``'s ones and centred values, for each width
+        "statistics": batch * 2 * sum(set(widths)) * 8,
+        "predict": eval_batch * (2 * max(widths) + output_dim) * itemsize,
     }
 
 

@@ -8,7 +8,6 @@ accumulate in float64. Results are Python floats (float64).
 """
 
 import math
-import threading
 from collections.abc import Iterable
 
 import numpy as np
@@ -16,11 +15,7 @@ import numpy as np
 # A sum of squares inside this range was computed without underflow or overflow (the
 # squares of entries below ~1e-154 lose bits long before the sum reaches 0).
 _SAFE_LOW, _SAFE_HIGH = 1e-250, 1e250
-_CHUNK = 1 << 22  # float64 elements cast at a time: the buffer never exceeds 32 MiB
-_ROW = 8192  # entries per dot product: OpenBLAS runs dots of <= 10000 on the calling thread
-_vecdot = np.vecdot
-_add_reduce = np.add.reduce
-_local = threading.local()
+_CHUNK = 1 << 22  # float64 elements cast at a time: the copy never exceeds 32 MiB
 
 
 def l2_norm(array: np.ndarray) -> float:
@@ -44,29 +39,12 @@ def l2_norm(array: np.ndarray) -> float:
 
 
 def _float64_sum_of_squares(flat: np.ndarray) -> float:
-    """Sum of squares of a non-float64 1-D array, accumulated in float64.
-
-    The array is cast (exactly, for float32) into a reused per-thread buffer, not a fresh
-    float64 copy (whose page faults cost more than the products), and its squares are summed
-    as rows of ``_ROW`` entries with ``np.vecdot``. Rows that short keep BLAS on this thread:
-    with 2 BLAS threads, one dot over the whole buffer just written was several times slower
-    (the measurement is in benchmarks/README.md).
-    """
-    buffer = getattr(_local, "buffer", None)
-    if buffer is None or buffer.size < min(flat.size, _CHUNK):
-        buffer = _local.buffer = np.empty(min(flat.size, _CHUNK))
+    """Sum of squares of a non-float64 1-D array, accumulated in float64 (each float32 square
+    is exact there), cast ``_CHUNK`` entries at a time so the copy stays small."""
     total = 0.0
     for start in range(0, flat.size, _CHUNK):
-        part = flat[start : start + _CHUNK]
-        cast = buffer[: part.size]
-        np.copyto(cast, part)
-        rows = part.size // _ROW * _ROW
-        if rows:
-            matrix = cast[:rows].reshape(-1, _ROW)
-            total += float(_add_reduce(_vecdot(matrix, matrix)))
-        if rows < part.size:
-            tail = cast[rows:]
-            total += float(np.vdot(tail, tail))
+        part = flat[start : start + _CHUNK].astype(np.float64)
+        total += float(np.vdot(part, part))
     return total
 
 

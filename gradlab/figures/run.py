@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import matplotlib
@@ -104,24 +105,50 @@ def gradient_by_layer(run: Run) -> Figure:
         label=f"{WEIGHT_GRAD} (not fitted)",
         **({"marker": "o", "markersize": 3} if depth == 1 else {}),  # a lone point
     )
-    _draw_fit(init_ax, run, deltas[0], factor.get("delta"), theory)
+    widths = analysis.varying_widths(setting(run, "model.width"))
+    _draw_fit(init_ax, run, deltas[0], factor.get("delta"), theory, widths)
     log_y(init_ax, [deltas[:1], weight_grads[:1]])
     layer_ticks(init_ax.xaxis, depth)
     legend(init_ax, fontsize=8)
     if later:
         _draw_training(later[0], steps, deltas)
+    if widths is not None:
+        record(figure, width_changes=mark_width_changes((init_ax, *later), widths))
     return figure
 
 
-def _draw_fit(ax, run: Run, delta_norms, factor, theory) -> None:
-    """The fitted line of M (the fit summary.json's M comes from) and the theory's slope."""
-    fit = analysis.fit_factor(delta_norms, setting(run, "analysis.fit_skip", 0.15))
+def mark_width_changes(axes, widths, vertical: bool = True) -> list[float]:
+    """A dashed line between layers of different widths (vertical: layers on the x axis,
+    each stretch's width named on a top axis; else horizontal, layers on y); the positions."""
+    changes = [layer + 0.5 for layer in range(1, len(widths)) if widths[layer] != widths[layer - 1]]
+    edges = [0.5, *changes, len(widths) + 0.5]
+    for ax in axes:
+        for position in changes:
+            line = ax.axvline if vertical else ax.axhline
+            line(position, color="0.6", linestyle="--", linewidth=0.8)
+        if vertical:
+            top = ax.secondary_xaxis("top")
+            centres = [(start + end) / 2 for start, end in itertools.pairwise(edges)]
+            top.set_xticks(centres, [f"N={widths[math.ceil(start) - 1]}" for start in edges[:-1]])
+            top.tick_params(length=0, labelsize=7, labelcolor="0.4")
+    return changes
+
+
+def _draw_fit(ax, run: Run, delta_norms, factor, theory, widths=None) -> None:
+    """The fitted line of M (the fit summary.json's M comes from; one piece per width when
+    the widths differ) and the theory's slope."""
+    fit = analysis.fit_factor(delta_norms, setting(run, "analysis.fit_skip", 0.15), widths)
     if not math.isfinite(fit.slope) or factor is None:
         return
     first, last = fit.fit_layers
     window = np.linspace(first, last, 50)
-    fitted = np.exp(np.clip(fit.intercept + fit.slope * window, -745, 709))
-    ax.plot(window, fitted, "k--", label=f"fit, M = {fmt(factor, '.4g')}")
+    pieces = [(fit.intercept, window)]
+    if fit.intercepts is not None:  # each width's layers, with its own intercept
+        pieces = [(b, np.linspace(min(ls) - 0.3, max(ls) + 0.3, 20)) for _, b, ls in fit.intercepts]
+    for piece, (intercept, span) in enumerate(pieces):
+        fitted = np.exp(np.clip(intercept + fit.slope * span, -745, 709))
+        label = f"fit, M = {fmt(factor, '.4g')}" if piece == 0 else None
+        ax.plot(span, fitted, "k--", label=label)
     if theory is not None and theory > 0:
         middle = (first + last) / 2
         anchor = fit.intercept + fit.slope * middle
@@ -233,6 +260,8 @@ def layer_heatmap(run: Run, column: str) -> Figure:
         norm=norm,
         shading="flat",
     )
+    if (widths := analysis.varying_widths(setting(run, "model.width"))) is not None:
+        record(figure, width_changes=mark_width_changes([ax], widths, vertical=False))
     bar = figure.colorbar(mesh, ax=ax, label=label, extend=extend)
     if logarithmic:
         plain_log_labels(bar.ax.yaxis)
