@@ -76,13 +76,19 @@ def stop_after_step(monkeypatch, step, stop=_interrupt):
 
 # every optimizer and every norm (the kill -9 test below adds sgd, momentum, adam + batch)
 @pytest.mark.parametrize(
-    ("optimizer", "norm"),
-    [("sgd", "layer"), ("momentum", "none"), ("nesterov", "batch"), ("adam", "none")],
+    ("optimizer", "norm", "width"),
+    [
+        ("sgd", "layer", 16),
+        ("momentum", "none", 16),
+        ("nesterov", "batch", 16),
+        ("adam", "none", [16, 8, 16, 16, 8, 16]),  # and layers of different widths
+    ],
 )
 def test_interrupted_and_resumed_runs_write_the_same_files(
-    optimizer, norm, write_config, tmp_path, monkeypatch
+    optimizer, norm, width, write_config, tmp_path, monkeypatch
 ):
     changes = {**CHECKPOINTED, "train.optimizer": optimizer, "model.norm": norm}
+    changes["model.width"] = width
     changes["train.weight_decay"] = 0.01 if optimizer == "momentum" else 0.0
     config = load_config(write_config(changes))
     run_config(config, out=tmp_path / "whole")
