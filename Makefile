@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_CONFIG ?= configs/demo.yaml
+# extras of the test venv; CI adds datasets (scikit-learn) so the digits tests run too
+TEST_EXTRAS ?= test
 
 .PHONY: demo test format bench figures clean
 
@@ -15,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[$(TEST_EXTRAS)]'
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed

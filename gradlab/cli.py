@@ -69,16 +69,17 @@ def run_command(config_path, overrides, out, seed, force, resume_dir, quiet):
     given, with its --set and --seed, it must be the run's config.
     """
     from gradlab.config import load_config
-    from gradlab.runner import memory_warning, resume_run, run_config
+    from gradlab.runner import memory_warning, prepare_data, resume_run, run_config
 
     if resume_dir is None and config_path is None:
         raise UserError("missing CONFIG: gradlab run CONFIG, or gradlab run --resume RUN_DIR")
     if resume_dir is not None and (out is not None or force):
         raise UserError("--resume RUN_DIR continues that run in place: leave out --out and --force")
     try:
-        config = None
+        config, table = None, None
         if config_path is not None:
-            config = load_config(config_path, overrides, seed=seed, origin="--set")
+            loaded = load_config(config_path, overrides, seed, origin="--set")
+            config, table = prepare_data(loaded)
         elif overrides or seed is not None:
             raise UserError("--set and --seed need CONFIG (a resumed run keeps its config)")
         if config is not None and (warning := memory_warning(config)):
@@ -87,7 +88,7 @@ def run_command(config_path, overrides, out, seed, force, resume_dir, quiet):
         if resume_dir is not None:
             result = resume_run(resume_dir, config, progress=progress)
         else:
-            result = run_config(config, out=out, force=force, progress=progress)
+            result = run_config(config, out=out, force=force, progress=progress, table=table)
     except GradlabError as error:
         _fail(error)
     click.echo(format_run_report(result))
@@ -117,7 +118,7 @@ def config_command(config_path, overrides):
     default="sigmoid",
     show_default=True,
 )
-@click.option("--weight-scale", type=float, required=True, help="sigma_w: W ~ N(0, sigma_w^2/n).")
+@click.option("--weight-scale", type=float, help="sigma_w: W ~ N(0, sigma_w^2/n) (required).")
 @click.option("--bias-scale", type=float, default=0.0, show_default=True, help="sigma_b.")
 @click.option("--norm", type=click.Choice(vocabulary.NORMS), default="none", show_default=True)
 @click.option(
@@ -130,21 +131,61 @@ def config_command(config_path, overrides):
 @click.option("--batch-size", type=click.IntRange(min=1), help="For --norm batch.")
 @click.option("--q0", type=float, default=1.0, show_default=True, help="Mean squared input.")
 @click.option("--tol", type=float, default=0.05, show_default=True, help="Verdict tolerance.")
-def theory_command(activation, weight_scale, bias_scale, norm, leaky_slope, batch_size, q0, tol):
+@click.option(
+    "--dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Probability of dropping a unit of each hidden layer's output.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--critical-line",
+    is_flag=True,
+    help="Print the critical sigma_w for each of --bias-scales instead (no --weight-scale).",
+)
+@click.option(
+    "--bias-scales",
+    metavar="B1,B2,...",
+    help="sigma_b values for --critical-line, e.g. 0,0.05,0.3 (default: --bias-scale).",
+)
+def theory_command(
+    activation,
+    weight_scale,
+    bias_scale,
+    norm,
+    leaky_slope,
+    batch_size,
+    q0,
+    tol,
+    dropout,
+    fmt,
+    critical_line,
+    bias_scales,
+):
     """Mean-field prediction at initialization: q*, chi_1, the factor M, regime, critical
-    weight scale."""
-    from gradlab import theory
+    weight scale and the depth scales xi_grad, xi_q, c*, xi_c (Schoenholz et al. 2017); with
+    --critical-line, the critical weight scale for several bias scales."""
+    from gradlab import theory, theory_report
 
-    for option, value, strict in (
-        ("--weight-scale", weight_scale, False),
-        ("--bias-scale", bias_scale, False),
-        ("--q0", q0, False),
-        ("--tol", tol, True),
-    ):
+    scales = _bias_scales(bias_scales, bias_scale) if critical_line else [bias_scale]
+    if not critical_line and weight_scale is None:
+        raise UserError("--weight-scale is required (unless --critical-line)")
+    checked = [] if critical_line else [("--weight-scale", weight_scale, False)]
+    checked += [("--bias-scale", value, False) for value in scales]
+    checked += [("--q0", q0, False), ("--tol", tol, True)]
+    for option, value, strict in checked:
         if not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
             rule = "> 0" if strict else ">= 0"
             raise UserError(f"{option} must be {rule} (a finite number), got {value:g}")
     try:
+        if critical_line:
+            rows = theory_report.critical_line(activation, scales, norm, q0, dropout, leaky_slope)
+            header = {"activation": activation, "norm": norm, "q0": q0, "dropout": dropout}
+            click.echo(theory_report.format_critical_line(rows, header, fmt))
+            return
         prediction = theory.predict(
             activation,
             weight_scale,
@@ -154,36 +195,30 @@ def theory_command(activation, weight_scale, bias_scale, norm, leaky_slope, batc
             batch_size=batch_size,
             tol=tol,
             leaky_slope=leaky_slope,
+            dropout=dropout,
         )
     except OverflowError:  # e.g. --weight-scale 1e200: its square is beyond the float range
         raise UserError(
             "--weight-scale, --bias-scale or --q0 is too large for the mean-field computation "
             "(its square overflows)"
         ) from None
-    critical = prediction.critical_weight_scale
-    entry = theory.activation_entry(activation, leaky_slope)
-    lines = [
-        f"activation={activation} weight_scale={_number(weight_scale, '.6g')} "
-        f"bias_scale={_number(bias_scale, '.6g')} norm={norm}"
-        + (f" batch_size={batch_size}" if batch_size else ""),
-        "q*                     "
-        + (
-            "inf (q grows without bound)"
-            if prediction.q_star == math.inf
-            else _number(prediction.q_star, ".6g")
-        ),
-        f"chi_1                  {_number(prediction.chi_1, '.6g')}",
-        f"predicted factor M     {_number(prediction.factor, '.6g')}",
-        f"regime                 {prediction.regime}",
-        "critical weight scale  "
-        + (
-            _number(critical, ".6g")
-            if critical is not None
-            else f"none ({theory.critical_scale_note(entry, bias_scale, norm, q0)})"
-        ),
-        f"basis                  {prediction.reason}",
-    ]
-    click.echo("\n".join(lines))
+    click.echo(theory_report.format_prediction(prediction, fmt, batch_size, leaky_slope))
+
+
+def _bias_scales(text: str | None, default: float) -> list[float]:
+    """--bias-scales as numbers (a comma-separated list), or [--bias-scale]."""
+    if text is None:
+        return [default]
+    values = []
+    for item in text.split(","):
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise UserError(
+                f"--bias-scales: {item.strip()!r} is not a number; give a comma-separated "
+                "list such as 0,0.05,0.3"
+            ) from None
+    return values
 
 
 @cli.command("summary")

@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 
 import yaml
 
+from gradlab import config_data, vocabulary
 from gradlab import schedule as lr_schedule
-from gradlab import vocabulary
 from gradlab.config_checks import Range as _Range
 from gradlab.config_checks import above as _above
 from gradlab.config_checks import at_least as _at_least
@@ -44,6 +44,7 @@ from gradlab.yaml_input import parse_override, read_yaml_file
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": ("float64", "float32"),
+    "data.source": vocabulary.DATA_SOURCES,
     "data.task": ("regression", "binary", "multiclass"),
     "model.activation": vocabulary.ACTIVATIONS,
     "model.norm": vocabulary.NORMS,
@@ -63,9 +64,12 @@ RANGES: dict[str, _Range] = {
     "data.classes": _at_least(2),
     "data.input_scale": _above(0),
     "data.noise": _at_least(0),
+    "data.test_fraction": _Range(0, 1, low_open=True, high_open=True),
+    "data.max_bytes": _at_least(1),
     "model.depth": _at_least(1),
     "model.width": _at_least(1),
     "model.leaky_slope": _Range(0, 1, high_open=True),
+    "model.dropout": _Range(0, 1, high_open=True),
     "model.init.weight_scale": _above(0),
     "model.init.bias_scale": _at_least(0),
     "model.batchnorm.momentum": _Range(0, 1, low_open=True),
@@ -115,15 +119,25 @@ class _Section:
 @dataclass(frozen=True)
 class DataConfig(_Section):
     _path: ClassVar[str] = "data"
+    source: str = "synthetic"  # synthetic: the teacher below; file: data.path; digits: sklearn's
+    path: str | None = None  # file: a .npz (x_train, y_train, x_test, y_test) or .csv (header)
+    target: str | None = None  # .csv: the target column's name (null: the last column)
     task: str = "regression"  # what the teacher network's output becomes: a value or a class
-    n_train: int = 2048  # training examples
-    n_test: int = 512  # held-out examples, drawn from the same teacher
-    input_dim: int = 32  # features per example
-    classes: int = 2  # number of classes; used by the multiclass task only
+    n_train: int = 2048  # training examples (real data: at most this many)
+    n_test: int = 512  # held-out examples, drawn from the same teacher (real data: at most)
+    input_dim: int | None = None  # features per example; null: 32, or the data's for real data
+    classes: int | None = None  # classes of the multiclass task; null: 2, or the labels' count
     input_mean: float = 0.0  # E[X]: make it large to see why input normalization matters
     input_scale: float = 1.0  # std of every input feature
     noise: float = 0.05  # std of the noise on the teacher's (unit-variance) output
     normalize_inputs: bool = False  # standardize X with the training set's mean and variance
+    test_fraction: float = 0.2  # .csv and digits: the share of rows held out (a seeded split)
+    max_bytes: int = 2**31  # real data: refuse more than this many bytes of arrays (float64)
+
+    def __post_init__(self):
+        super().__post_init__()
+        for key, value in config_data.checked_source(self).items():
+            object.__setattr__(self, key, value)  # null input_dim, classes: the defaults
 
 
 @dataclass(frozen=True)
@@ -155,6 +169,7 @@ class ModelConfig(_Section):
     activation: str = "sigmoid"  # sigmoid: max slope 1/4, the lecture's vanishing-gradient case
     norm: str = "none"  # normalization of the pre-activations, before the activation
     leaky_slope: float = 0.01  # leaky_relu's slope for z < 0 (PyTorch's default negative_slope)
+    dropout: float = 0.0  # probability of dropping a unit of each hidden layer's output (training)
     init: InitConfig = field(default_factory=InitConfig)
     batchnorm: BatchNormConfig = field(default_factory=BatchNormConfig)  # used if norm: batch
     layernorm: LayerNormConfig = field(default_factory=LayerNormConfig)  # used if norm: layer
@@ -368,6 +383,7 @@ def _build(
     source: str,
     default_name: str,
     origin: str,
+    folder: Path | None = None,
 ) -> Config:
     if mapping is None:  # an empty file: all defaults
         mapping = {}
@@ -378,10 +394,11 @@ def _build(
         )
     _check_not_a_sweep_spec(mapping, source)
     _check_keys(mapping, Config, source)
+    mapping = config_data.with_data_path_under(mapping, folder)  # relative to the file
     requested = dict(parse_override(text, origin) for text in overrides)
     if seed is not None:
         requested["seed"] = seed
-    values = apply_overrides(mapping, requested, origin=origin)
+    values = config_data.with_data_path_under(apply_overrides(mapping, requested, origin), None)
     if values.get("name") is None:
         values["name"] = default_name
     return build_section(Config, values)
@@ -452,11 +469,13 @@ def load_config(
     """Read a YAML config file (yaml.safe_load only), apply "key.path=value" overrides and
     ``seed``; messages name the file, or ``origin`` for the overrides (the CLI: "--set").
 
-    A missing or null ``name`` becomes the file's stem: configs/deep.yaml runs as "deep".
+    A missing or null ``name`` becomes the file's stem: configs/deep.yaml runs as "deep". A
+    relative ``data.path`` is relative to the file (one in ``overrides``, to the current
+    folder).
     """
     path = Path(path)
     mapping = read_yaml_file(path, "config file")
-    return _build(mapping, overrides, seed, str(path), path.stem, origin)
+    return _build(mapping, overrides, seed, str(path), path.stem, origin, path.parent)
 
 
 def config_to_dict(config: Config) -> dict:

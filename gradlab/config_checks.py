@@ -10,6 +10,7 @@ Standard library only.
 import difflib
 import math
 import re
+import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, get_args
@@ -43,10 +44,12 @@ class Range:
 
 
 def at_least(low: float) -> Range:
+    """[low, inf)."""
     return Range(low)
 
 
 def above(low: float) -> Range:
+    """(low, inf)."""
     return Range(low, low_open=True)
 
 
@@ -87,8 +90,19 @@ def is_section(annotation: object) -> bool:
     return isinstance(annotation, type) and is_dataclass(annotation)
 
 
+def _without_none(annotation: object) -> tuple[object, bool]:
+    """(the type, whether null is allowed): int | None -> (int, True); int -> (int, False)."""
+    if isinstance(annotation, types.UnionType) and type(None) in get_args(annotation):
+        rest = [arg for arg in get_args(annotation) if arg is not type(None)]
+        return (rest[0] if len(rest) == 1 else rest[0] | rest[1]), True
+    return annotation, False
+
+
 def expected(path: str, annotation: object, choices: Mapping, ranges: Mapping) -> str:
     """What a field may hold, in words: 'an integer >= 1', 'one of a, b'."""
+    annotation, nullable = _without_none(annotation)
+    if nullable:
+        return f"{expected(path, annotation, choices, ranges)} or null"
     rule = f" {ranges[path]}" if path in ranges else ""
     if annotation is bool:
         return "true or false"
@@ -111,10 +125,10 @@ def checked(path: str, annotation: object, value: Any, choices: Mapping, ranges:
     (config.CHOICES and config.RANGES: allowed words and intervals by key path)."""
     if is_section(annotation):
         return value if isinstance(value, annotation) else build_section(annotation, value)
-    if type(None) in get_args(annotation):  # ``float | None``: null means unset
-        if value is None:
-            return None
-        (annotation,) = [member for member in get_args(annotation) if member is not type(None)]
+    declared = annotation  # with "| None": the words of messages say "or null"
+    annotation, nullable = _without_none(annotation)
+    if nullable and value is None:
+        return None
     if annotation == int | list[int] and isinstance(value, list | tuple):
         return [_list_entry(path, position, item, ranges) for position, item in enumerate(value)]
     is_int = isinstance(value, int) and not isinstance(value, bool)  # bool is an int in Python
@@ -129,9 +143,7 @@ def checked(path: str, annotation: object, value: Any, choices: Mapping, ranges:
     else:
         converted = value if isinstance(value, str) else None
     if converted is None:
-        raise fail(
-            path, f"must be {expected(path, annotation, choices, ranges)}, got {show(value)}"
-        )
+        raise fail(path, f"must be {expected(path, declared, choices, ranges)}, got {show(value)}")
     if isinstance(converted, float) and not math.isfinite(converted):
         raise fail(path, f"must be a finite number, got {show(value)}")
     if isinstance(converted, str) and path in choices and converted not in choices[path]:

@@ -17,6 +17,9 @@ Train and test come from the same teacher and use the same standardization and t
 Draws happen in a fixed order from the given Generator (teacher, train inputs, train noise,
 test inputs, test noise), so the training set does not depend on n_test. Everything is
 generated in float64 and cast to ``config.dtype`` at the end.
+
+Real data (``data.source`` file or digits, read by gradlab.datafiles) go the same way from
+their split on: ``load_dataset`` is the one entry for both.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from gradlab import datafiles
 
 if TYPE_CHECKING:  # only for annotations: keeps this module free of yaml at import time
     from gradlab.config import Config
@@ -113,6 +118,25 @@ def make_dataset(config: Config, rng: np.random.Generator) -> Dataset:
 
     x_train = data.input_mean + data.input_scale * z_train
     x_test = data.input_mean + data.input_scale * z_test
+    return _assemble(config, x_train, y_train, x_test, y_test)
+
+
+def load_dataset(config: Config, rng: np.random.Generator, table=None) -> Dataset:
+    """The run's data: the synthetic teacher's, or a data file's (``table``, a
+    gradlab.datafiles.Table already read; None reads it) split with ``rng``."""
+    if config.data.source == "synthetic":
+        return make_dataset(config, rng)
+    table = datafiles.read_table(config.data) if table is None else table
+    x_train, y_train, x_test, y_test = datafiles.split(table, config.data, rng)
+    if config.data.task == "regression":
+        return _assemble(config, x_train, y_train[:, None], x_test, y_test[:, None])
+    return _assemble(config, x_train, _encode(y_train, config), x_test, _encode(y_test, config))
+
+
+def _assemble(config: Config, x_train, y_train, x_test, y_test) -> Dataset:
+    """The Dataset of float64 inputs and encoded targets: inputs normalized if asked (with
+    training-set statistics), cast to ``config.dtype``."""
+    data = config.data
     normalizer = None
     if data.normalize_inputs:
         normalizer = InputNormalizer.fit(x_train)

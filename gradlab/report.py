@@ -138,7 +138,10 @@ def _from_files(run) -> tuple[dict | None, dict]:
         config.analysis.tol,
         width=config.model.width,
     )
-    return factor, theory_at_init(config)
+    try:
+        return factor, theory_at_init(config)
+    except GradlabError:  # its data file is gone or changed: the factor without the theory
+        return factor, {}
 
 
 def _group_by_seed(keys: list[str], rows: list[dict], seeds: list) -> list[dict]:

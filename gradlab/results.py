@@ -4,7 +4,8 @@
 <run>/
   config.yaml    resolved config (written once, atomically)
   meta.json      status (running | completed | diverged | interrupted | failed), versions,
-                 seed, start/end time, wall time, step reached (rewritten atomically)
+                 seed, start/end time, wall time, step reached, the data file (path, size,
+                 SHA-256) of a run on real data (rewritten atomically)
   metrics.csv    one row per logged step (appended and flushed every log step)
   layers.csv     one row per (logged step, hidden layer) (appended and flushed likewise)
   summary.json   final losses, gradient factor M, regime, theory (atomically, at the end)

@@ -15,7 +15,8 @@ A non-finite loss or gradient ends the run as *diverged*, recording the step, th
 the layer and the quantity where it first appeared (the step's metrics row is written, and
 its layer statistics if it was a logged step whose backward ran); SIGINT/SIGTERM end it as
 *interrupted* after the current step. Randomness: one SeedSequence(seed) spawns the data,
-init and batch generators, so changing the model never changes the data.
+init and batch generators (and, with dropout, the masks' generator), so changing the model
+never changes the data.
 
 The lr of step s is ``gradlab.schedule.learning_rate`` (``train.schedule``), logged in the
 ``lr`` column. With ``train.checkpoint_every`` a checkpoint is saved after every N-th step and
@@ -33,16 +34,17 @@ from pathlib import Path
 
 import numpy as np
 
-from gradlab import analysis, checkpoint, theory, theory_widths
+from gradlab import analysis, checkpoint, datafiles, theory, theory_widths
 from gradlab.config import Config, dump_config_yaml
-from gradlab.data import TEACHER_WIDTH, Batches, make_dataset
+from gradlab.data import TEACHER_WIDTH, Batches, load_dataset
+from gradlab.datafiles import Table
 from gradlab.engine import MLP, Probe, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
 from gradlab.engine.model import memory_footprint
 from gradlab.errors import GradlabError
 from gradlab.results import Run, RunWriter, has_checkpoint, read_run, start_run, versions
 from gradlab.schedule import learning_rate
-from gradlab.signals import StopFlag, stop_flag_on_signals
+from gradlab.signals import StopFlag, stop_on_signals
 
 DEFAULT_RESULTS_ROOT = Path("results")
 # how the non-"normal" schemes scale sigma_w for a square hidden layer (fan_in = fan_out)
@@ -61,7 +63,12 @@ def _now() -> str:
 
 
 def build_model(config: Config, rng: np.random.Generator) -> MLP:
+    """The run's MLP, initialized from ``rng``; with dropout, its masks come from the run's
+    dropout generator (``_dropout_stream``), which the model keeps as ``dropout_rng``."""
     model = config.model
+    dropout_rng = None
+    if model.dropout > 0:  # without dropout nothing is drawn, and no generator is made
+        dropout_rng = np.random.default_rng(_dropout_stream(config))
     return MLP(
         input_dim=config.data.input_dim,
         output_dim=config.output_dim,
@@ -78,6 +85,8 @@ def build_model(config: Config, rng: np.random.Generator) -> MLP:
         bn_eps=model.batchnorm.eps,
         ln_eps=model.layernorm.eps,
         leaky_slope=model.leaky_slope,
+        dropout=model.dropout,
+        dropout_rng=dropout_rng,
     )
 
 
@@ -95,6 +104,7 @@ def predict_theory(config: Config, q0: float) -> dict:
             batch_size=config.resolved_batch_size,
             tol=config.analysis.tol,
             leaky_slope=config.model.leaky_slope,
+            dropout=config.model.dropout,
         )
     except OverflowError:  # e.g. weight_scale 1e200: sigma_w^2 is beyond the float range
         prediction = theory.Prediction(
@@ -110,6 +120,7 @@ def predict_theory(config: Config, q0: float) -> dict:
             critical_weight_scale=None,
             applicable=False,
             reason="no prediction: sigma_w^2, sigma_b^2 or q0 overflows a float",
+            dropout=config.model.dropout,
         )
     result = prediction.to_dict()
     result["applies_to"] = "initialization"
@@ -117,7 +128,10 @@ def predict_theory(config: Config, q0: float) -> dict:
         reason = theory_widths.unpredictable_scheme(config.model.init.scheme, config.model.norm)
         if reason is not None:
             result.update(q_star=None, chi_1=None, factor=None, regime="unknown")
-            result.update(applicable=False, reason=reason)
+            result.update(applicable=False, reason=reason, gradient_toward_input="unknown")
+            for key in ("xi_grad", "xi_q", "c_star", "chi_c", "xi_c"):  # theory_depth's
+                result[key] = None
+                result["notes"][key] = reason
         result["width_factors"] = (
             None if reason else theory_widths.width_factors(config.model.widths)
         )
@@ -130,11 +144,18 @@ def _seed_streams(config: Config) -> list[np.random.SeedSequence]:
     return np.random.SeedSequence(config.seed).spawn(3)
 
 
+def _dropout_stream(config: Config) -> np.random.SeedSequence:
+    """The dropout masks' seed: the fourth child of SeedSequence(seed) (the first three,
+    ``_seed_streams``, are the same whether or not a fourth is spawned)."""
+    return np.random.SeedSequence(config.seed).spawn(4)[3]
+
+
 def theory_at_init(config: Config, x_train: np.ndarray | None = None) -> dict:
     """predict_theory with q0 = the mean squared training input. Without ``x_train`` the run's
-    data is regenerated from its seed: the theory needs no training (e.g. for a killed run)."""
+    data is regenerated from its seed (a data file read again): the theory needs no training
+    (e.g. for a killed run)."""
     if x_train is None:
-        x_train = make_dataset(config, np.random.default_rng(_seed_streams(config)[0])).x_train
+        x_train = load_dataset(config, np.random.default_rng(_seed_streams(config)[0])).x_train
     return predict_theory(config, float(np.mean(np.square(x_train, dtype=np.float64))))
 
 
@@ -168,6 +189,7 @@ def estimate_memory(config: Config) -> int:
         batch=config.resolved_batch_size,
         eval_batch=max(data.n_test, min(data.n_train, _EVAL_TRAIN_SAMPLES)),
         parameter_copies=copies,
+        dropout=model.dropout,
     )
     training = samples * (data.input_dim + outputs) * itemsize + sum(footprint.values())
     return _BASE_BYTES + max(making_data, training)
@@ -201,10 +223,18 @@ def _gigabytes(size: int) -> str:
 class _Training:
     """State of one training run; ``run`` returns (status, summary)."""
 
-    def __init__(self, config: Config, writer: RunWriter, stop: StopFlag, progress: bool):
+    def __init__(
+        self,
+        config: Config,
+        writer: RunWriter,
+        stop: StopFlag,
+        progress: bool,
+        table: Table | None = None,
+    ):
         self.config, self.writer, self.stop = config, writer, stop
         data_seed, init_seed, batch_seed = _seed_streams(config)
-        self.dataset = make_dataset(config, np.random.default_rng(data_seed))
+        self.dataset = load_dataset(config, np.random.default_rng(data_seed), table)
+        # the dropout masks' generator (None without dropout) is self.model.dropout_rng
         self.model = build_model(config, np.random.default_rng(init_seed))
         self.loss_name = config.resolved_loss
         self.loss_fn = get_loss(self.loss_name)
@@ -218,6 +248,8 @@ class _Training:
         )
         # every generator drawn from while training, by name: a checkpoint saves their states
         self.generators = {"batches": batch_rng}
+        if self.model.dropout_rng is not None:
+            self.generators["dropout"] = self.model.dropout_rng
         self.start_step = 0  # a resumed run starts after its checkpoint's step
         self.probe = Probe(self.model)
         self.grad_list = list(self.model.grads.values())
@@ -376,31 +408,50 @@ class _Training:
         }
 
 
+def prepare_data(config: Config) -> tuple[Config, Table | None]:
+    """(the config with what real data decide filled in, the data read and checked; None
+    for synthetic data): see gradlab.datafiles. Raises before anything is written."""
+    table = datafiles.read_table(config.data)
+    return datafiles.resolve_config(config, table), table
+
+
 def run_config(
-    config: Config, out: Path | None = None, force: bool = False, progress: bool = False
+    config: Config,
+    out: Path | None = None,
+    force: bool = False,
+    progress: bool = False,
+    table: Table | None = None,
 ) -> Run:
-    """Train ``config`` into ``out`` (default results/<name>) and read the run back."""
+    """Train ``config`` into ``out`` (default results/<name>) and read the run back.
+    ``table``: the data ``prepare_data`` read for this config (None: read them here)."""
+    if table is None:
+        config, table = prepare_data(config)
     path = Path(out) if out is not None else DEFAULT_RESULTS_ROOT / config.name
     started = time.monotonic()
-    writer = start_run(
-        path,
-        dump_config_yaml(config),
-        {"seed": config.seed, "started_at": _now(), "steps": config.train.steps, **versions()},
-        force,
-    )
-    return _train(config, writer, started, progress)
+    meta = {"seed": config.seed, "started_at": _now(), "steps": config.train.steps}
+    if table is not None:
+        meta["data"] = table.record  # which data the run saw: path, size, SHA-256
+    writer = start_run(path, dump_config_yaml(config), {**meta, **versions()}, force)
+    return _train(config, writer, started, progress, table)
 
 
 def resume_run(path: Path, config: Config | None = None, progress: bool = False) -> Run:
     """Go on with the interrupted or killed run in ``path`` from its checkpoint.npz: rows
     logged after the checkpoint are dropped and training continues, writing the same files
     as an uninterrupted run (but for the times in meta.json). A GradlabError when the run
-    finished, has no checkpoint, or its config is not ``config`` (when given) or changed.
-    meta.json records the resumption (``RunWriter.resume``)."""
+    finished, has no checkpoint, its config is not ``config`` (when given) or changed, or
+    its data file changed. meta.json records the resumption (``RunWriter.resume``)."""
     started = time.monotonic()
     config, saved = checkpoint.resumable(path, config)
+    config, table = prepare_data(config)
+    recorded = read_run(path).meta.get("data")
+    if table is not None and table.record != recorded:
+        raise GradlabError(
+            f"cannot resume {path}: its data file changed since the run started "
+            f"({recorded} then, {table.record} now)"
+        )
     writer = RunWriter.resume(path, saved.step, resumed_at=_now())
-    return _train(config, writer, started, progress, saved)
+    return _train(config, writer, started, progress, table, saved)
 
 
 def run_or_resume(config: Config, out: Path, progress: bool = False) -> Run:
@@ -414,7 +465,14 @@ def run_or_resume(config: Config, out: Path, progress: bool = False) -> Run:
     return run_config(config, out=out, force=True, progress=progress)
 
 
-def _train(config: Config, writer: RunWriter, started: float, progress: bool, saved=None) -> Run:
+def _train(
+    config: Config,
+    writer: RunWriter,
+    started: float,
+    progress: bool,
+    table: Table | None,
+    saved=None,
+) -> Run:
     """Train into ``writer``'s run directory (from ``saved``, a checkpoint, if given); write
     summary.json and the final meta.json; read the run back."""
     path = writer.path
@@ -429,9 +487,9 @@ def _train(config: Config, writer: RunWriter, started: float, progress: bool, sa
         )
 
     training = None
-    with stop_flag_on_signals() as stop:
+    with stop_on_signals() as stop:
         try:
-            training = _Training(config, writer, stop, progress)
+            training = _Training(config, writer, stop, progress, table)
             if saved is not None:
                 checkpoint.restore(training, saved)
             with np.errstate(all="ignore"):  # exploding runs overflow on purpose: detected below

@@ -1,10 +1,10 @@
 """SIGINT and SIGTERM while a run or a sweep is going: one helper for both.
 
-``gradlab run`` turns the first signal into a flag (the loop ends after its step, the run is
-*interrupted*); ``gradlab sweep`` stops starting points and passes the signal on to its
-workers. Both install their handler for the duration of a ``with`` block and put the
-previous handlers back afterwards, so a caller's own handling (pytest's, a notebook's) is
-never left replaced. Standard library only.
+``gradlab run`` turns the first signal into a flag (``stop_on_signals``: the loop ends after
+its step, the run is *interrupted*); ``gradlab sweep`` stops starting points and passes the
+signal on to its workers. Both install their handler for the duration of a ``with`` block
+and put the previous handlers back afterwards, so a caller's own handling (pytest's, a
+notebook's) is never left replaced. Standard library only.
 """
 
 import contextlib
@@ -38,13 +38,13 @@ def on_stop_signals(handler: Callable[[int], None]) -> Iterator[None]:
 
 @dataclass
 class StopFlag:
-    """Set by the signal handler; a run's loop finishes its step and stops."""
+    """Set by the signal handler; the loop finishes its step and stops."""
 
     signal_number: int | None = None
 
 
 @contextlib.contextmanager
-def stop_flag_on_signals() -> Iterator[StopFlag]:
+def stop_on_signals() -> Iterator[StopFlag]:
     """SIGINT/SIGTERM set a flag instead of raising; a second signal raises at once."""
     stop = StopFlag()
 

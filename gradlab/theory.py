@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -270,18 +270,22 @@ def _root_log(function: Callable[[float], float], low: float, high: float) -> fl
 
 
 def critical_weight_scale(
-    activation, bias_scale: float = 0.0, norm: str = "none", q0: float = 1.0
+    activation, bias_scale: float = 0.0, norm: str = "none", q0: float = 1.0, dropout: float = 0.0
 ) -> float | None:
     """The sigma_w where the predicted factor is 1 (chi_1 = 1), or None if there is none
-    (``critical_scale_note`` says why)."""
-    return _critical(activation, bias_scale, norm, q0)[0]
+    (``critical_scale_note`` says why). With dropout p every map but the correlation map sees
+    sigma_w^2 / (1 - p): the critical sigma_w is sqrt(1 - p) times the one for sigma_w / (1 - p)
+    (and q0 (1 - p), so that the first layer's q is unchanged)."""
+    keep = 1 - dropout
+    scale = _critical(activation, bias_scale, norm, q0 * keep)[0]
+    return None if scale is None else scale * math.sqrt(keep)
 
 
 def critical_scale_note(
-    activation, bias_scale: float = 0.0, norm: str = "none", q0: float = 1.0
+    activation, bias_scale: float = 0.0, norm: str = "none", q0: float = 1.0, dropout: float = 0.0
 ) -> str | None:
     """Why there is no critical weight scale, in one phrase (None when there is one)."""
-    return _critical(activation, bias_scale, norm, q0)[1]
+    return _critical(activation, bias_scale, norm, q0 * (1 - dropout))[1]
 
 
 _JUMP = 1e-3  # chi_1 changing by more than this across 1e-9 of sigma_w is a jump
@@ -326,13 +330,25 @@ class Prediction:
     critical_weight_scale: float | None
     applicable: bool
     reason: str  # what the prediction rests on, or why there is none
+    dropout: float = 0.0  # probability of dropping a unit of each hidden layer's output
+    # depth scales (gradlab.theory_depth), in layers; None where theory cannot say (see notes)
+    xi_grad: float | None = None  # the squared gradient changes by e over xi_grad layers
+    gradient_toward_input: str = "unknown"  # "shrinks", "grows" or "constant"
+    xi_q: float | None = None  # how fast q^l reaches q*
+    c_star: float | None = None  # stable fixed point of the correlation map
+    chi_c: float | None = None  # slope of the correlation map at c*
+    xi_c: float | None = None  # correlations reach c* over xi_c layers
+    notes: dict[str, str] = field(default_factory=dict)  # why a value is None (inf included)
 
     def to_dict(self) -> dict:
-        """JSON-safe: non-finite floats become None."""
-        return {
-            key: (None if isinstance(value, float) and not math.isfinite(value) else value)
-            for key, value in asdict(self).items()
-        }
+        """JSON-safe: non-finite floats become None; an infinite one gets a note."""
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                if value == math.inf:
+                    data["notes"].setdefault(key, "infinite")
+                data[key] = None
+        return data
 
 
 def predict(
@@ -345,21 +361,37 @@ def predict(
     batch_size: int | None = None,
     tol: float = 0.05,
     leaky_slope: float = 0.01,
+    dropout: float = 0.0,
+    depth_scales: bool = True,
 ) -> Prediction:
-    """Predicted per-layer delta factor, regime and critical weight scale at initialization
-    (``leaky_slope``: leaky_relu's negative slope)."""
+    """Predicted per-layer delta factor, regime, critical weight scale and (``depth_scales``)
+    the depth scales at initialization (``leaky_slope``: leaky_relu's negative slope;
+    ``dropout``: inverted dropout of that probability on each hidden layer's output, which
+    makes the length map and chi_1 see sigma_w^2 / (1 - p))."""
+    from gradlab.theory_depth import prediction_depth_scales  # (that module builds on this one)
+
     entry = activation_entry(activation, leaky_slope)
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, not {norm!r}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), not {dropout!r}")
+    keep = 1 - dropout
+    effective = weight_scale / math.sqrt(keep)
     common = {
         "activation": activation,
         "weight_scale": float(weight_scale),
         "bias_scale": float(bias_scale),
         "norm": norm,
         "q0": float(q0),
-        "critical_weight_scale": critical_weight_scale(entry, bias_scale, norm, q0),
+        "critical_weight_scale": critical_weight_scale(entry, bias_scale, norm, q0, dropout),
+        "dropout": float(dropout),
     }
+    absent = None
     if norm == "batch" and batch_size is not None and batch_size <= 3:
+        absent = f"BatchNorm theory needs a batch of at least 4, not {batch_size}"
+    elif norm == "batch" and dropout > 0:
+        absent = "BatchNorm theory does not cover dropout"
+    if absent is not None:
         return Prediction(
             **common,
             q_star=None,
@@ -367,33 +399,33 @@ def predict(
             factor=None,
             regime="unknown",
             applicable=False,
-            reason=f"BatchNorm theory needs a batch of at least 4, not {batch_size}",
+            reason=absent,
+            notes=dict.fromkeys(("xi_grad", "xi_q", "c_star", "chi_c", "xi_c"), absent),
         )
     if norm in ("batch", "layer"):  # normalized pre-activations: q = 1 by construction
         if norm == "batch":
             factor, reason = batchnorm_factor(entry, batch_size)
         else:
-            factor = layernorm_factor(entry, weight_scale, bias_scale)
+            factor = layernorm_factor(entry, effective, bias_scale)
             reason = "LayerNorm: sigma_w sqrt(E[phi'(z)^2]) / s, unit-variance pre-activations"
-        return Prediction(
-            **common,
-            q_star=1.0,
-            chi_1=factor**2,
-            factor=factor,
-            regime=regime_of(factor, tol),
-            applicable=True,
-            reason=reason,
-        )
-    chi = chi_1(entry, weight_scale, bias_scale, q0)
-    factor = math.sqrt(chi)
+        q_star, chi = 1.0, factor**2
+    else:
+        chi = chi_1(entry, effective, bias_scale, q0 * keep)
+        factor = math.sqrt(chi)
+        q_star = fixed_point(entry, effective, bias_scale, q0 * keep)
+        reason = "mean-field: M = sqrt(chi_1) at the fixed point q*"
+    scales = {}
+    if depth_scales:
+        scales = prediction_depth_scales(entry, weight_scale, bias_scale, norm, chi, dropout, q0)
     return Prediction(
         **common,
-        q_star=fixed_point(entry, weight_scale, bias_scale, q0),
+        q_star=q_star,
         chi_1=chi,
         factor=factor,
         regime=regime_of(factor, tol),
         applicable=True,
-        reason="mean-field: M = sqrt(chi_1) at the fixed point q*",
+        reason=reason,
+        **scales,
     )
 
 
@@ -410,7 +442,13 @@ def predicted_factor_grid(
     values = []
     for scale in weight_scales:
         factor = predict(
-            activation, scale, bias_scale, norm=norm, q0=q0, batch_size=batch_size
+            activation,
+            scale,
+            bias_scale,
+            norm=norm,
+            q0=q0,
+            batch_size=batch_size,
+            depth_scales=False,
         ).factor
         values.append(math.nan if factor is None else factor)
     return np.asarray(values, dtype=np.float64)

@@ -30,6 +30,7 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 SCHEDULES = ("constant", "step", "cosine", "linear")  # learning-rate schedules (gradlab.schedule)
 INIT_SCHEMES = ("normal", "uniform", "xavier", "he", "orthogonal")
 REGIMES = ("vanishing", "stable", "exploding", "unknown")
+DATA_SOURCES = ("synthetic", "file", "digits")  # the teacher, a .npz/.csv file, sklearn's digits
 
 FAMILIES = {
     "activation": ACTIVATIONS,
@@ -40,6 +41,7 @@ FAMILIES = {
     "schedule": SCHEDULES,
     "init scheme": INIT_SCHEMES,
     "regime": REGIMES,
+    "data source": DATA_SOURCES,
 }
 
 

@@ -84,11 +84,12 @@ def stop_after_step(monkeypatch, step, stop=_interrupt):
         ("adam", "none", [16, 8, 16, 16, 8, 16]),  # and layers of different widths
     ],
 )
+@pytest.mark.parametrize("dropout", [0.0, 0.2])  # the masks' generator is checkpointed too
 def test_interrupted_and_resumed_runs_write_the_same_files(
-    optimizer, norm, width, write_config, tmp_path, monkeypatch
+    optimizer, norm, width, dropout, write_config, tmp_path, monkeypatch
 ):
     changes = {**CHECKPOINTED, "train.optimizer": optimizer, "model.norm": norm}
-    changes["model.width"] = width
+    changes.update({"model.width": width, "model.dropout": dropout})
     changes["train.weight_decay"] = 0.01 if optimizer == "momentum" else 0.0
     config = load_config(write_config(changes))
     run_config(config, out=tmp_path / "whole")

@@ -209,6 +209,7 @@ def test_to_dict_keeps_schema_order_and_round_trips():
         "activation",
         "norm",
         "leaky_slope",
+        "dropout",
         "init",
         "batchnorm",
         "layernorm",
@@ -362,7 +363,7 @@ def test_non_utf8_file(tmp_path):
             "model: {activaton: relu}",
             "model.activaton",
             "model.activaton: unknown key in {file}; did you mean 'activation'? (allowed: depth, "
-            "width, activation, norm, leaky_slope, init, batchnorm, layernorm)",
+            "width, activation, norm, leaky_slope, dropout, init, batchnorm, layernorm)",
         ),
         (
             "model: {init: {weight_scal: 2}}",
@@ -422,9 +423,8 @@ def test_non_utf8_file(tmp_path):
         (
             "model: 3",
             "model",
-            "model: must be a mapping of keys (depth, width, activation, norm, leaky_slope, init, "
-            "batchnorm, "
-            "layernorm), got 3",
+            "model: must be a mapping of keys (depth, width, activation, norm, leaky_slope, "
+            "dropout, init, batchnorm, layernorm), got 3",
         ),
         ("name: 12", "name", "name: must be a string, got 12"),
         # out of range
@@ -470,6 +470,11 @@ def test_non_utf8_file(tmp_path):
             "train.loss",
             "train.loss: 'bce' needs data.task 'binary', got 'multiclass'; "
             "use cross_entropy or mse",
+        ),
+        (
+            "model: {dropout: 1}",
+            "model.dropout",
+            "model.dropout: must be in [0, 1), got 1",
         ),
         (
             "train: {loss: bce}",
@@ -533,7 +538,7 @@ def test_direct_construction_is_checked_too():
         (
             "model.activaton=relu",
             "model.activaton: unknown key in --set; did you mean 'activation'? (allowed: depth, "
-            "width, activation, norm, leaky_slope, init, batchnorm, layernorm)",
+            "width, activation, norm, leaky_slope, dropout, init, batchnorm, layernorm)",
         ),
         (
             "trian.lr=1",

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 import gradlab
-from gradlab import theory
+from gradlab import theory, theory_depth
 from gradlab.cli import cli
 from gradlab.config import load_config
 
@@ -122,6 +122,22 @@ def test_exploding_network_explodes_and_diverges_without_clipping(tmp_path):
 def test_sigmoid_critical_weight_scale_is_10_15_not_4():
     # theory first: sigma_w = 10.149 is the sigmoid's critical weight scale at sigma_b = 0
     assert theory.critical_weight_scale("sigmoid", 0.0) == pytest.approx(10.149, abs=1e-3)
+
+
+def test_depth_scales_as_the_tutorial_quotes_them_and_dropout_keeps_xi_c_finite():
+    """Theory only (no BLAS): the tutorial's depth scales, to the digits it prints."""
+    sigmoid = theory_depth.depth_scales("sigmoid", 4.0)
+    assert sigmoid.c_star == 1 and sigmoid.xi_c == pytest.approx(1.088, abs=5e-4)
+    tanh = theory_depth.depth_scales("tanh", 1.5, 0.05)
+    assert (tanh.xi_grad, tanh.xi_q) == pytest.approx((7.8042, 1.45062), abs=5e-5)
+    assert (tanh.c_star, tanh.xi_c) == pytest.approx((0.0520862, 16.2006), abs=5e-5)
+    assert theory_depth.depth_scales("tanh", 1.5, 0.05, dropout=0.1).xi_c == pytest.approx(
+        5.59913, abs=5e-6
+    )
+    assert theory.critical_weight_scale("tanh", 0.05) == pytest.approx(1.12254, abs=5e-6)
+    assert theory_depth.depth_scales("tanh", 1.0, 0.0).to_dict()["xi_c"] is None  # inf
+    for weight_scale in (0.5, 1.0, 1.12254, 2.0, 4.0):  # finite everywhere with dropout
+        assert theory_depth.depth_scales("tanh", weight_scale, 0.05, dropout=0.1).xi_c < 50
 
 
 def test_critical_config_is_stable_at_init(tmp_path):

@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from gradlab import sweep
-from gradlab.signals import STOP_SIGNALS, on_stop_signals, stop_flag_on_signals
+from gradlab.signals import STOP_SIGNALS, on_stop_signals
+from gradlab.signals import stop_on_signals as _stop_on_signals
 
 
 def _handlers():
@@ -39,7 +40,7 @@ def test_outside_the_main_thread_nothing_is_installed():
 
 def test_run_flags_the_first_signal_and_raises_on_the_second():
     before = _handlers()
-    with pytest.raises(KeyboardInterrupt), stop_flag_on_signals() as stop:
+    with pytest.raises(KeyboardInterrupt), _stop_on_signals() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.signal_number == signal.SIGTERM
         os.kill(os.getpid(), signal.SIGINT)

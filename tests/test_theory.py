@@ -128,6 +128,8 @@ def test_layernorm_factor_formula():
 def test_prediction_is_json_safe_and_validates_names():
     data = theory.predict("sigmoid", 4.0).to_dict()
     assert data["regime"] == "vanishing" and data["applicable"] is True
+    notes = data.pop("notes")  # why a value is None: {key: reason}
+    assert all(isinstance(key, str) and isinstance(why, str) for key, why in notes.items())
     assert all(value is None or isinstance(value, str | float | bool) for value in data.values())
     with pytest.raises(ValueError, match="activation must be one of"):
         theory.predict("swish", 1.0)

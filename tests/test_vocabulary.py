@@ -22,6 +22,7 @@ def _docs_allowed(key: str) -> tuple[str, ...]:
 @pytest.mark.parametrize(
     "key, names",
     [
+        ("data.source", vocabulary.DATA_SOURCES),
         ("model.activation", vocabulary.ACTIVATIONS),
         ("model.norm", vocabulary.NORMS),
         ("model.init.scheme", vocabulary.INIT_SCHEMES),

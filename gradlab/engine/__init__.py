@@ -23,6 +23,7 @@ from gradlab.engine.clip import (
     clip_gradients,
     global_norm,
 )
+from gradlab.engine.dropout import Dropout
 from gradlab.engine.layers import Identity, Linear, ReLU, Sigmoid, Tanh
 from gradlab.engine.losses import LOSSES, bce_with_logits, cross_entropy, get_loss, mse
 from gradlab.engine.model import MLP, HiddenBlock
@@ -41,6 +42,7 @@ __all__ = [
     "Adam",
     "BatchNorm",
     "ClipResult",
+    "Dropout",
     "Erf",
     "HiddenBlock",
     "Identity",

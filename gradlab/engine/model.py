@@ -1,9 +1,11 @@
-"""The deep MLP of the lecture: [Linear -> optional norm -> activation] x depth -> Linear.
+"""The deep MLP of the lecture: [Linear -> optional norm -> activation -> optional dropout]
+x depth -> Linear.
 
 Hidden layer l (1-based, l = 1 next to the input) computes
 
     h_l = phi_{l-1} W_l + b_l,   phi_l = act(norm(h_l))      (phi_0 = x)
 
+(with dropout, in training, the next layer sees phi_l * mask_l / (1 - p) instead of phi_l)
 and the output layer is a plain Linear. ``delta`` of layer l is dL/dh_l, the gradient at the
 linear layer's output *before* normalization: its norm goes like M^(L-l), the lecture's
 per-layer factor.
@@ -16,6 +18,7 @@ import numpy as np
 
 from gradlab import vocabulary
 from gradlab.engine.activations import ACTIVATIONS, make_activation
+from gradlab.engine.dropout import Dropout
 from gradlab.engine.init import init_bias, init_weight
 from gradlab.engine.layers import Activation, Linear
 from gradlab.engine.normalization import BatchNorm, LayerNorm
@@ -26,16 +29,18 @@ NORMS = vocabulary.NORMS
 
 @dataclass
 class HiddenBlock:
-    """One hidden layer: its Linear, optional normalization and activation."""
+    """One hidden layer: its Linear, optional normalization, activation, optional dropout."""
 
     index: int  # 1-based, as in the lecture
     linear: Linear
     norm: BatchNorm | LayerNorm | None
     activation: Activation
+    dropout: Dropout | None = None  # on the activation's output; None for probability 0
 
     @property
     def layers(self):
-        return [layer for layer in (self.linear, self.norm, self.activation) if layer is not None]
+        parts = (self.linear, self.norm, self.activation, self.dropout)
+        return [layer for layer in parts if layer is not None]
 
 
 class MLP:
@@ -47,7 +52,10 @@ class MLP:
     Parameters are named ``layer{l}.weight``, ``layer{l}.bias``, ``layer{l}.norm.gamma``,
     ``layer{l}.norm.beta`` and ``output.weight``/``output.bias``; ``params`` and ``grads`` map
     those names to the live arrays (write into ``params[name][...]`` to set a parameter, or
-    use ``load_params``). BatchNorm running statistics are in ``buffers``. The model only
+    use ``load_params``). BatchNorm running statistics are in ``buffers``. Dropout masks come
+    from ``dropout_rng`` (``dropout_rng`` if given, else ``rng`` after initialization; None
+    without dropout): its ``bit_generator.state`` is the one piece of state a training step
+    draws from besides the batches. The model only
     computes: per-layer statistics are a ``Probe`` (``gradlab.engine.probe``) that
     ``forward`` and ``backward`` call after each block.
     """
@@ -69,6 +77,8 @@ class MLP:
         bn_eps: float = 1e-5,
         ln_eps: float = 1e-5,
         leaky_slope: float = 0.01,
+        dropout: float = 0.0,
+        dropout_rng: np.random.Generator | None = None,
     ):
         if depth < 1 or input_dim < 1 or output_dim < 1:
             raise EngineError(
@@ -81,6 +91,8 @@ class MLP:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float64, np.float32):
             raise EngineError(f"dtype: {dtype!r} is not one of float64, float32")
+        if not 0 <= dropout < 1:
+            raise EngineError(f"dropout: {dropout!r} is not a probability in [0, 1)")
         rng = np.random.default_rng() if rng is None else rng
         self.depth, self.widths = depth, widths
         self.width = widths[0] if len(set(widths)) == 1 else None  # None: the widths differ
@@ -108,6 +120,11 @@ class MLP:
             self.blocks.append(block)
             fan_in = units
         self.output = linear(fan_in, output_dim)
+        self.dropout_rng = None
+        if dropout > 0:  # after initialization: the default generator continues from there
+            self.dropout_rng = rng if dropout_rng is None else dropout_rng
+            for block in self.blocks:
+                block.dropout = Dropout(dropout, self.dropout_rng, self.dtype)
         self.blocks[0].linear.needs_input_grad = False
         self._input_grads: dict[tuple, np.ndarray] = {}  # dL/dx of the Linear layers
         if _shares_input_grads(activation, norm):
@@ -184,6 +201,8 @@ class MLP:
             if block.norm is not None:
                 x = block.norm.forward(x, train)  # B, N_l
             x = block.activation.forward(x, train)  # B, N_l: phi_l
+            if block.dropout is not None:
+                x = block.dropout.forward(x, train)  # B, N_l
             if probe is not None:
                 probe.forward(block)
         return self.output.forward(x, train).copy()  # B, output_dim
@@ -222,6 +241,8 @@ class MLP:
         if probe is not None:
             probe.output_backward(self.output)
         for block in reversed(self.blocks):
+            if block.dropout is not None:
+                grad = block.dropout.backward(grad)  # B, width
             grad = block.activation.backward(grad)  # B, width
             if block.norm is not None:
                 grad = block.norm.backward(grad)  # B, width
@@ -274,6 +295,7 @@ def memory_footprint(
     batch: int = 64,
     eval_batch: int = 0,
     parameter_copies: int = 2,
+    dropout: float = 0.0,
 ) -> dict[str, int]:
     """Bytes an ``MLP`` of this shape holds, by part, without building it.
 
@@ -302,6 +324,8 @@ def memory_footprint(
             parameter_count += 2 * units  # gamma, beta
         per_sample += activation_class.train_arrays * units * itemsize
         per_sample += activation_class.train_masks * units
+        if dropout > 0:
+            per_sample += Dropout.train_arrays * units * itemsize
         parameter_count += fan_in * units + units  # weight, bias
     parameter_count += widths[-1] * output_dim
     return {

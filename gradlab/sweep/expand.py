@@ -28,6 +28,7 @@ from gradlab.config import (
     parse_override,
     read_yaml_file,
 )
+from gradlab.config_data import with_data_path_under
 from gradlab.errors import ConfigError, GradlabError
 from gradlab.formatting import number_text
 
@@ -117,18 +118,22 @@ def expand_sweep(
     fixed = spec.get("set") or {}
     if not isinstance(fixed, Mapping):
         raise ConfigError(f"set: must be a mapping of key.path: value, got {fixed!r}", "set")
-    base_mapping = apply_overrides(base_mapping, fixed, "set")
+    spec_folder = spec_path.parent if spec_path is not None else None
+    base_mapping = with_data_path_under(apply_overrides(base_mapping, fixed, "set"), spec_folder)
     axes = _axes(spec)
     varied = [key for keys, _ in axes for key in keys]
     command_line_set = _command_line_set(overrides, varied)
-    base_mapping = apply_overrides(base_mapping, command_line_set, "--set")
+    base_mapping = with_data_path_under(  # a path given on the command line: from here
+        apply_overrides(base_mapping, command_line_set, "--set"), None
+    )
     labels = dict(zip(varied, shortest_suffixes(varied, ()), strict=True))
-    points = []
+    points, tables = [], {}
     for index, overrides in enumerate(_combinations(axes)):
         point_name = point_name_for(overrides, labels)
         values = apply_overrides(base_mapping, {**overrides, "name": point_name}, "sweep")
         try:
-            config = config_from_dict(values, source=point_name)
+            config = config_from_dict(with_data_path_under(values, spec_folder), source=point_name)
+            config = _with_data(config, tables)
         except ConfigError as error:
             raise ConfigError(
                 f"sweep point {index} ({point_name}): {error}", error.key_path
@@ -137,6 +142,21 @@ def expand_sweep(
     _check_distinct(points)
     root = Path(out) if out is not None else DEFAULT_RESULTS_ROOT / name
     return Sweep(name, root, dict(spec), spec_path, base_path, points, command_line_set)
+
+
+def _with_data(config: Config, tables: dict) -> Config:
+    """``config`` with what its real data decide (gradlab.datafiles.resolve_config), as the
+    run will record it; each data file is read and checked once for all the points that
+    share it (``tables``), before anything is written."""
+    data = config.data
+    if data.source == "synthetic":
+        return config
+    from gradlab import datafiles  # numpy: only for sweeps on real data
+
+    key = (data.source, data.path, data.target, data.task, data.max_bytes)
+    if key not in tables:
+        tables[key] = datafiles.read_table(data)
+    return datafiles.resolve_config(config, tables[key])
 
 
 def _command_line_set(overrides: Iterable[str], varied: list[str]) -> dict[str, Any]:
@@ -181,6 +201,7 @@ def _base(spec: Mapping, spec_path: Path | None) -> tuple[dict, Path | None]:
         )
     if "config" in spec:
         inline = spec["config"] if spec["config"] is not None else {}
+        inline = with_data_path_under(inline, spec_path.parent if spec_path else None)
         return config_to_dict(config_from_dict(inline, source="config (inline)")), None
     if not isinstance(spec["base"], str):
         raise ConfigError(f"base: must be a path to a config file, got {spec['base']!r}", "base")

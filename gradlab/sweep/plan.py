@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradlab.config import config_to_dict
+from gradlab.config import config_from_dict, config_to_dict
 from gradlab.config_checks import first_difference
 from gradlab.errors import GradlabError
 from gradlab.results import (
@@ -98,8 +98,9 @@ def _state(path: Path, point: Point, retry_failed: bool, conflicts: list) -> tup
     if run.unreadable:
         return "incomplete", None
     expected = config_to_dict(point.config)
-    if run.config != expected:
-        difference = first_difference(expected, run.config, ("in the spec", "on disk"))
+    recorded = _as_current(run.config)
+    if recorded != expected:
+        difference = first_difference(expected, recorded, ("in the spec", "on disk"))
         conflicts.append(
             f"sweep point {point.index}: {path} holds a different config ({difference})"
         )
@@ -110,6 +111,15 @@ def _state(path: Path, point: Point, retry_failed: bool, conflicts: list) -> tup
     if status == "failed":
         return ("incomplete" if retry_failed else "failed"), status
     return "incomplete", status  # running (killed), interrupted, unknown
+
+
+def _as_current(recorded: dict) -> dict:
+    """A config read from disk with the keys added to gradlab since it was written set to
+    their defaults (a run of an older version is the same point, not another config)."""
+    try:
+        return config_to_dict(config_from_dict(recorded))
+    except GradlabError:  # not a config this version reads: compared as written
+        return recorded
 
 
 def format_plan(plan: Plan) -> str:
