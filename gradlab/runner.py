@@ -20,7 +20,7 @@ never changes the data.
 
 The lr of step s is ``gradlab.schedule.learning_rate`` (``train.schedule``), logged in the
 ``lr`` column. With ``train.checkpoint_every`` a checkpoint is saved after every N-th step and
-the last one (``gradlab.checkpoint``); ``resume_run`` goes on from it, writing the same files
+the last one (``gradlab.checkpoint``); ``gradlab.resume`` goes on from it, writing the same files
 as a run never stopped. params.npz holds the final parameters of every run.
 """
 
@@ -42,7 +42,7 @@ from gradlab.engine import MLP, Probe, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
 from gradlab.engine.model import memory_footprint
 from gradlab.errors import GradlabError
-from gradlab.results import Run, RunWriter, has_checkpoint, read_run, start_run, versions
+from gradlab.results import Run, RunWriter, read_run, start_run, versions
 from gradlab.schedule import learning_rate
 from gradlab.signals import StopFlag, stop_on_signals
 
@@ -58,7 +58,7 @@ _UNLOCATED = {
 }
 
 
-def _now() -> str:
+def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -428,44 +428,14 @@ def run_config(
         config, table = prepare_data(config)
     path = Path(out) if out is not None else DEFAULT_RESULTS_ROOT / config.name
     started = time.monotonic()
-    meta = {"seed": config.seed, "started_at": _now(), "steps": config.train.steps}
+    meta = {"seed": config.seed, "started_at": utc_now(), "steps": config.train.steps}
     if table is not None:
         meta["data"] = table.record  # which data the run saw: path, size, SHA-256
     writer = start_run(path, dump_config_yaml(config), {**meta, **versions()}, force)
-    return _train(config, writer, started, progress, table)
+    return train_into(config, writer, started, progress, table)
 
 
-def resume_run(path: Path, config: Config | None = None, progress: bool = False) -> Run:
-    """Go on with the interrupted or killed run in ``path`` from its checkpoint.npz: rows
-    logged after the checkpoint are dropped and training continues, writing the same files
-    as an uninterrupted run (but for the times in meta.json). A GradlabError when the run
-    finished, has no checkpoint, its config is not ``config`` (when given) or changed, or
-    its data file changed. meta.json records the resumption (``RunWriter.resume``)."""
-    started = time.monotonic()
-    config, saved = checkpoint.resumable(path, config)
-    config, table = prepare_data(config)
-    recorded = read_run(path).meta.get("data")
-    if table is not None and table.record != recorded:
-        raise GradlabError(
-            f"cannot resume {path}: its data file changed since the run started "
-            f"({recorded} then, {table.record} now)"
-        )
-    writer = RunWriter.resume(path, saved.step, resumed_at=_now())
-    return _train(config, writer, started, progress, table, saved)
-
-
-def run_or_resume(config: Config, out: Path, progress: bool = False) -> Run:
-    """A sweep point: resume the run in ``out`` when it has a checkpoint of ``config`` and
-    did not finish; otherwise run ``config`` there from the start."""
-    if has_checkpoint(out):
-        try:
-            return resume_run(out, config, progress)
-        except GradlabError:
-            pass  # not resumable (another config, unreadable): start afresh
-    return run_config(config, out=out, force=True, progress=progress)
-
-
-def _train(
+def train_into(
     config: Config,
     writer: RunWriter,
     started: float,
@@ -480,7 +450,7 @@ def _train(
     def finish(status, **extra):
         writer.close(
             status=status,
-            ended_at=_now(),
+            ended_at=utc_now(),
             wall_time_s=round(time.monotonic() - started, 3),
             step_reached=training.step_reached if training else 0,
             **extra,

@@ -22,7 +22,8 @@ from gradlab.engine import MLP, mse
 from gradlab.engine.optim import make_optimizer
 from gradlab.errors import GradlabError
 from gradlab.results import RunWriter, read_run
-from gradlab.runner import build_model, resume_run, run_config
+from gradlab.resume import resume_run
+from gradlab.runner import build_model, run_config
 
 TIMES = ("started_at", "ended_at", "wall_time_s")
 CHECKPOINTED = {"train.checkpoint_every": 3, "log.every": 2, "log.eval_every": 4}

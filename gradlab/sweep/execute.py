@@ -186,7 +186,7 @@ def _worker() -> None:
     """Entry point of a worker process: one run from a JSON request on stdin (resumed from
     its folder's checkpoint when it has one of this config)."""
     request = json.load(sys.stdin)
-    from gradlab.runner import run_or_resume
+    from gradlab.resume import run_or_resume
 
     config = config_from_dict(request["config"], source=request["out"])
     run_or_resume(config, Path(request["out"]), progress=False)
