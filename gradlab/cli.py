@@ -320,6 +320,14 @@ def format_run_report(run, max_rows: int = 24) -> str:
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="Parallel runs (default: cores).")
 @click.option("--shard", metavar="K/N", help="Only points with index % N == K (K 0-based).")
 @click.option("--dry-run", is_flag=True, help="List the points and what would run; run nothing.")
+@click.option(
+    "--status",
+    "show_status",
+    is_flag=True,
+    help="Count the points completed, diverged, running (since when), interrupted, failed and "
+    "not started, and list the unfinished ones; run nothing. Safe while shards run. "
+    "Exit 0 when every point is completed or diverged, 1 otherwise.",
+)
 @click.option("--retry-failed", is_flag=True, help="Also re-run points that failed before.")
 @click.option("--out", type=click.Path(file_okay=False), help="Sweep folder (results/<name>).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -331,7 +339,9 @@ def format_run_report(run, max_rows: int = 24) -> str:
     help="Override a config value for every point, e.g. --set train.steps=50 (not a key the "
     "sweep varies). Repeatable.",
 )
-def sweep_command(spec_path, jobs, shard, dry_run, retry_failed, out, quiet, overrides):
+def sweep_command(
+    spec_path, jobs, shard, dry_run, show_status, retry_failed, out, quiet, overrides
+):
     """Run all points of a sweep spec; resumable.
 
     SWEEP is a YAML file: name, base (or config), grid, zip, seeds; see docs/sweeps.md.
@@ -342,6 +352,8 @@ def sweep_command(spec_path, jobs, shard, dry_run, retry_failed, out, quiet, ove
     """
     from gradlab import sweep
 
+    if dry_run and show_status:
+        raise UserError("--dry-run and --status: give one of them")
     try:
         plan = sweep.plan_sweep(
             sweep.load_sweep(spec_path, out=out, overrides=overrides),
@@ -351,6 +363,10 @@ def sweep_command(spec_path, jobs, shard, dry_run, retry_failed, out, quiet, ove
         if dry_run:
             click.echo(sweep.format_plan(plan))
             return
+        if show_status:
+            statuses = sweep.point_statuses(plan)
+            click.echo(sweep.format_status(plan, statuses))
+            sys.exit(0 if sweep.all_done(statuses) else 1)
         report = sweep.run_sweep(plan, jobs, progress=not quiet and sys.stderr.isatty())
     except GradlabError as error:
         _fail(error)

@@ -4,8 +4,9 @@
 <run>/
   config.yaml    resolved config (written once, atomically)
   meta.json      status (running | completed | diverged | interrupted | failed), versions,
-                 seed, start/end time, wall time, step reached, the data file (path, size,
-                 SHA-256) of a run on real data (rewritten atomically)
+                 seed, start/end time, wall time, step reached, the host and pid of the
+                 process writing the run, and the data file (path, size, SHA-256) of a run
+                 on real data (rewritten atomically)
   metrics.csv    one row per logged step (appended and flushed every log step)
   layers.csv     one row per (logged step, hidden layer) (appended and flushed likewise)
   summary.json   final losses, gradient factor M, regime, theory (atomically, at the end)
@@ -24,8 +25,10 @@ import functools
 import io
 import json
 import math
+import os
 import platform
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,13 +186,19 @@ def start_run(path: Path, config_yaml: str, meta: dict, force: bool = False) -> 
         raise cannot_write(path, error, "run directory") from None
 
 
+def this_host() -> str:
+    """The name meta.json records as ``host``: a pid means something on its own host only."""
+    return socket.gethostname()
+
+
 class RunWriter:
-    """Writes one run directory as the run goes. Used by the runner."""
+    """Writes one run directory as the run goes. Used by the runner. ``meta.json`` records
+    the writing process (``host``, ``pid``): a sweep tells a killed run from a live one."""
 
     def __init__(self, path: Path, config_yaml: str, meta: dict):
         self.path = Path(path)
         atomic_write_text(self.path / "config.yaml", config_yaml)
-        self.meta = {"status": "running", **meta}
+        self.meta = {"status": "running", **meta, "host": this_host(), "pid": os.getpid()}
         self.write_meta()
         self.metrics = CsvLog(self.path / "metrics.csv", METRIC_COLUMNS)
         self.layers = CsvLog(self.path / "layers.csv", LAYER_COLUMNS)
@@ -198,15 +207,17 @@ class RunWriter:
     def resume(cls, path: Path, step: int, resumed_at: str) -> "RunWriter":
         """A writer going on with the run in ``path`` after ``step``, its last checkpoint:
         the CSV rows of later steps are dropped (atomically), meta.json says running again,
-        keeps the first session's start time, seed and versions, and lists under "resumes"
-        each resumption: its step and when (``resumed_at``)."""
+        keeps the first session's start time, seed and versions, records this process
+        (``host``, ``pid``) and lists under "resumes" each resumption: its step and when
+        (``resumed_at``)."""
         writer = cls.__new__(cls)
         writer.path = Path(path)
         meta = {key: value for key, value in read_meta(path).items() if key not in _END_KEYS}
         resumes = [*meta.pop("resumes", []), {"step": step, "at": resumed_at}]
         writer.metrics = CsvLog(writer.path / "metrics.csv", METRIC_COLUMNS, keep_through=step)
         writer.layers = CsvLog(writer.path / "layers.csv", LAYER_COLUMNS, keep_through=step)
-        writer.meta = {**meta, "status": "running", "resumes": resumes}
+        process = {"host": this_host(), "pid": os.getpid()}  # the process that runs it now
+        writer.meta = {**meta, "status": "running", **process, "resumes": resumes}
         writer.write_meta()  # last: CSVs that cannot be resumed leave meta.json as it was
         return writer
 

@@ -34,11 +34,11 @@ def invoke(*args):
 
 
 def files_of(path):
-    """Every file of a run directory as bytes; meta.json as a dict without its times and
-    its record of resumptions."""
+    """Every file of a run directory as bytes; meta.json as a dict without its times, the
+    pid of the process that ran it and its record of resumptions."""
     files = {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file()}
     meta = json.loads(files.pop("meta.json"))
-    for key in (*TIMES, "resumes"):
+    for key in (*TIMES, "pid", "resumes"):  # the process and its times
         meta.pop(key, None)
     return files, meta
 

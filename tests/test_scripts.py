@@ -44,7 +44,16 @@ def tiny_base(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("name", ["sweep_loop.sh", "sweep_parallel.sh", "sweep_slurm.sbatch"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sweep_loop.sh",
+        "sweep_parallel.sh",
+        "sweep_slurm.sbatch",
+        "sweep_slurm_collect.sbatch",
+        "slurm_local.sh",
+    ],
+)
 def test_scripts_are_strict_bash(name):
     text = (SCRIPTS / name).read_text()
     assert "set -euo pipefail" in text
@@ -151,3 +160,49 @@ def test_example_spec_expands_and_validates():
     assert loaded.name == "phase-diagram" and len(loaded.points) == 60
     assert loaded.base_path == (SCRIPTS / "base.yaml").resolve()
     assert loaded.points[0].name == "depth=10,weight_scale=1,seed=0"
+
+
+def test_collect_names_the_unfinished_points_and_fails_then_succeeds(tmp_path):
+    spec = {"name": "c", "config": TINY, "seeds": [0, 1, 2]}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    env = {"SPEC": "spec.yaml"}
+    root = tmp_path / "results" / "c"
+    assert (
+        run_script(
+            "sweep_slurm.sbatch",
+            tmp_path,
+            SLURM_ARRAY_TASK_ID="0",
+            SLURM_ARRAY_TASK_COUNT="2",
+            **env,
+        ).returncode
+        == 0
+    )  # points 0 and 2
+    result = run_script("sweep_slurm_collect.sbatch", tmp_path, **env)
+    assert result.returncode == 1, result.stderr
+    assert "2 completed, 0 diverged, 0 running, 0 interrupted, 0 failed, 1 not started" in (
+        result.stdout
+    )
+    assert "not started  1  seed=1" in result.stdout
+    assert "not every point of the sweep finished" in result.stderr
+    assert len((root / "summary.csv").read_text().splitlines()) == 3  # header and 2 runs
+
+    assert (
+        run_script(
+            "sweep_slurm.sbatch",
+            tmp_path,
+            SLURM_ARRAY_TASK_ID="1",
+            SLURM_ARRAY_TASK_COUNT="2",
+            **env,
+        ).returncode
+        == 0
+    )
+    result = run_script("sweep_slurm_collect.sbatch", tmp_path, **env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len((root / "summary.csv").read_text().splitlines()) == 4
+    assert (root / "summary-by-seed.csv").is_file() and (root / "plots").is_dir()
+    assert f"collected: {os.path.join('results', 'c', 'summary.csv')}" in result.stdout
+
+
+def test_collect_with_a_bad_spec_exits_2(tmp_path):
+    result = run_script("sweep_slurm_collect.sbatch", tmp_path, SPEC="missing.yaml")
+    assert result.returncode == 2 and "no such sweep spec file" in result.stderr

@@ -323,6 +323,8 @@ def test_a_fan_out_init_scheme_with_different_widths_has_no_theory():
     prediction = theory_at_init(config)
     assert prediction["applicable"] is False and prediction["factor"] is None
     assert "xavier" in prediction["reason"] and "fan_out" in prediction["reason"]
+    for key in ("xi_grad", "xi_q", "c_star", "xi_c"):  # no depth scales from a wrong sigma_w
+        assert prediction[key] is None and prediction["notes"][key] == prediction["reason"]
 
 
 def test_the_run_report_shows_each_layers_width_and_the_steps(bottleneck):

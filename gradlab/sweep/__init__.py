@@ -31,8 +31,13 @@ with ``retry_failed``; a directory holding a different config is an error. ``--s
 Each point runs in its own Python process (BLAS limited to one thread), so a crash or a kill
 of one point never takes the others down. The package uses no numpy itself.
 
+A point is run by one process at a time: its worker holds the point's claim, and a shard
+leaves alone a point whose claim a live process holds, however many shards or resubmissions
+overlap; a point whose process is gone (killed) re-runs. See ``claim`` for the rule.
+
 The code, by concern: ``expand`` (the spec into checked points), ``plan`` (shards, what
-each folder holds, the dry-run listing), ``execute`` (worker processes, the report).
+each folder holds, the dry-run listing), ``claim`` (the liveness rule), ``execute`` (worker
+processes, the report), ``status`` (``gradlab sweep --status``).
 """
 
 from gradlab.results import DONE_STATUSES
@@ -69,6 +74,7 @@ from gradlab.sweep.plan import (
     plan_sweep,
     select_shard,
 )
+from gradlab.sweep.status import STATUS_ORDER, PointStatus, all_done, format_status, point_statuses
 
 __all__ = [
     "BLAS_THREAD_VARIABLES",
@@ -76,23 +82,28 @@ __all__ = [
     "DONE_STATUSES",
     "MAX_AXIS_LENGTH",
     "SPEC_KEYS",
+    "STATUS_ORDER",
     "Outcome",
     "Plan",
     "PlannedPoint",
     "Point",
+    "PointStatus",
     "Sweep",
     "SweepReport",
     "_WorkerPool",
     "_worker",
+    "all_done",
     "default_jobs",
     "expand_sweep",
     "format_name_value",
     "format_plan",
     "format_report",
+    "format_status",
     "load_sweep",
     "parse_shard",
     "plan_sweep",
     "point_name_for",
+    "point_statuses",
     "run_sweep",
     "select_shard",
     "worker_environment",

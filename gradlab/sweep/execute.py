@@ -1,6 +1,8 @@
 """Running a planned sweep: one worker process per point, ``jobs`` at a time; a failing or
 killed point never takes the others down. SIGINT/SIGTERM stop new starts and are passed on
-to the running workers. The one-line report and the table of failed points."""
+to the running workers. Each worker first takes the point's claim (``claim``): a point that a
+live process of another shard runs is left alone. The one-line report and the table of
+failed points."""
 
 import contextlib
 import json
@@ -22,10 +24,12 @@ from gradlab.results import (
     read_meta,
 )
 from gradlab.signals import STOP_SIGNALS, on_stop_signals
+from gradlab.sweep import claim
 from gradlab.sweep.plan import Plan, PlannedPoint
 
 # set in every worker before numpy is imported: one BLAS thread per run, parallelism by runs
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_LEFT_ALONE = '{"left": '  # a worker's stdout line when it did not run its point
 
 
 @dataclass
@@ -34,6 +38,7 @@ class Outcome:
 
     planned: PlannedPoint
     status: str  # completed | diverged | failed | interrupted | skipped | not started
+    #              | running elsewhere (another live process holds the point's claim)
     error: str = ""
     ran: bool = False
 
@@ -122,8 +127,14 @@ class _WorkerPool:
 
     def run(self, planned: PlannedPoint) -> Outcome:
         request = json.dumps(
-            {"config": config_to_dict(planned.point.config), "out": str(planned.path)}
+            {
+                "config": config_to_dict(planned.point.config),
+                "out": str(planned.path),
+                "parent": os.getpid(),
+            }
         )
+        if planned.state == "running" and claim.is_claimed(planned.path):
+            return Outcome(planned, "running elsewhere")  # still live: spare a worker's start
         with self.lock:
             if self.stopped:
                 return Outcome(planned, "not started")
@@ -138,13 +149,18 @@ class _WorkerPool:
             )
             self.live.add(process)
         try:
-            _, stderr = process.communicate(request)
+            stdout, stderr = process.communicate(request)
         finally:
             with self.lock:
                 self.live.discard(process)
-        return self._outcome(planned, process.returncode, stderr)
+        return self._outcome(planned, process.returncode, stderr, stdout)
 
-    def _outcome(self, planned: PlannedPoint, returncode: int, stderr: str) -> Outcome:
+    def _outcome(
+        self, planned: PlannedPoint, returncode: int, stderr: str, stdout: str = ""
+    ) -> Outcome:
+        left = [line for line in stdout.splitlines() if line.startswith(_LEFT_ALONE)]
+        if returncode == 0 and left:  # the worker left the point alone; see _worker
+            return Outcome(planned, json.loads(left[-1])["left"])
         meta = read_meta(planned.path)
         status = meta.get("status", "failed") if returncode == 0 else "failed"
         if returncode != 0 and meta.get("status") == "interrupted":
@@ -183,13 +199,48 @@ def _last_line(text: str) -> str:
 
 
 def _worker() -> None:
-    """Entry point of a worker process: one run from a JSON request on stdin (resumed from
-    its folder's checkpoint when it has one of this config)."""
+    """Entry point of a worker process: one run from a JSON request on stdin. It holds the
+    point's claim while it runs; a point another live process runs, or that another shard
+    finished since the plan, is left alone: one JSON line on stdout says why. A point with a
+    checkpoint of this config is resumed from it."""
     request = json.load(sys.stdin)
+    _end_with_parent(request["parent"])
     from gradlab.resume import run_or_resume
 
+    out = Path(request["out"])
     config = config_from_dict(request["config"], source=request["out"])
-    run_or_resume(config, Path(request["out"]), progress=False)
+    with claim.hold(out) as held:
+        left = _leave_alone(out, held)
+        if left:
+            print(_LEFT_ALONE + json.dumps(left) + "}")
+            return
+        run_or_resume(config, out, progress=False)
+
+
+def _end_with_parent(parent: int) -> None:
+    """Linux: this worker gets SIGKILL when the sweep process that started it dies, so a
+    sweep killed outright (SIGKILL, the OOM killer, ``scancel --batch --signal=KILL``) leaves
+    no point running unsupervised; its points re-run on the next invocation."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl: nobody is left to report to
+        os._exit(1)
+
+
+def _leave_alone(out: Path, held: bool | None) -> str:
+    """Why this worker must not run the point ("" to run it), given its claim."""
+    if held is False:
+        return "running elsewhere"
+    meta = read_meta(out)
+    if held is None and meta.get("status") == "running" and claim.recorded_process_alive(meta):
+        return "running elsewhere"  # no locks on this filesystem: the recorded pid decides
+    if meta.get("status") in DONE_STATUSES:
+        return "skipped"  # finished by another shard since this one made its plan
+    return ""
 
 
 def format_report(report: SweepReport) -> str:

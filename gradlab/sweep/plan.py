@@ -1,5 +1,6 @@
 """Planning a sweep: which points a shard holds, and what each point's folder already holds
-(new, done, incomplete, failed, or another config: an error). The dry-run listing."""
+(new, done, running in a live process, incomplete, failed, or another config: an error).
+The dry-run listing."""
 
 import re
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from gradlab.results import (
     is_run_dir,
     read_run,
 )
+from gradlab.sweep import claim
 from gradlab.sweep.expand import Point, Sweep
 
 
@@ -50,16 +52,18 @@ def select_shard(points: list[Point], shard: tuple[int, int] | None) -> list[Poi
 
 @dataclass(frozen=True)
 class PlannedPoint:
-    """A point and what to do with it: run, or skip (done) or report (failed earlier)."""
+    """A point and what to do with it: run, or skip (done) or report (failed earlier). A point
+    *running* in a live process is attempted too: its worker leaves it alone unless that
+    process has ended by then (see ``claim``)."""
 
     point: Point
     path: Path
-    state: str  # new | done | incomplete | failed
+    state: str  # new | done | running | incomplete | failed
     previous: str | None = None  # status found in meta.json, if any
 
     @property
     def will_run(self) -> bool:
-        return self.state in ("new", "incomplete")
+        return self.state in ("new", "running", "incomplete")
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,8 @@ def _state(path: Path, point: Point, retry_failed: bool, conflicts: list) -> tup
         return "done", status
     if status == "failed":
         return ("incomplete" if retry_failed else "failed"), status
+    if status == "running" and claim.is_running(path, run.meta):
+        return "running", status
     return "incomplete", status  # running (killed), interrupted, unknown
 
 
@@ -131,7 +137,13 @@ def format_plan(plan: Plan) -> str:
         f"sweep {sweep.name}: {len(sweep.points)} points{shard}: {len(plan.points)} selected, "
         f"{pending} to run; runs in {sweep.root}/"
     ]
-    actions = {"new": "run", "incomplete": "rerun", "done": "done", "failed": "failed"}
+    actions = {
+        "new": "run",
+        "running": "live",  # left alone while its process lives
+        "incomplete": "rerun",
+        "done": "done",
+        "failed": "failed",
+    }
     width = len(str(max((p.point.index for p in plan.points), default=0)))
     for planned in plan.points:
         action = actions[planned.state]
