@@ -136,10 +136,16 @@ figure isometry/tanh/plots/compare_loss.png isometry_tanh_loss
 figure isometry/relu/plots/compare_spectrum.png isometry_relu_spectrum
 figure isometry/relu/plots/compare_loss.png isometry_relu_loss
 
+# 11. learning-rate warmup: the same lr diverges from the start and trains after a warmup
+run warmup warmup/none --set train.schedule.warmup_steps=0
+run warmup warmup/warmup
+plot warmup
+figure warmup/plots/compare_update_ratio.png warmup_update_ratio
+
 if ((RUNS_ONLY)); then
     echo "reports in $OUT/"
     exit 0
 fi
-# 8. what the numbers were computed with, into the tutorial (from the runs' meta.json)
+# 12. what the numbers were computed with, into the tutorial (from the runs' meta.json)
 $PYTHON docs/record_environment.py docs/tutorial.md "$OUT"
 echo "figures in $FIG/, reports in $OUT/"

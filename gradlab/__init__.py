@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "MLP": ("gradlab.engine.model", "MLP"),
-    "run": ("gradlab.runner", "run"),
+    "run": ("gradlab.api", "run"),
     "load_config": ("gradlab.config", "load_config"),
 }
 

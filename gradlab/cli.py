@@ -45,29 +45,52 @@ def cli():
 
 
 @cli.command("run")
-@click.argument("config_path", metavar="CONFIG")
+@click.argument("config_path", metavar="[CONFIG]", required=False)
 @set_option
 @click.option(
     "--out", type=click.Path(file_okay=False), help="Run directory (default results/<name>)."
 )
 @click.option("--seed", type=int, help="Override the config's seed.")
 @click.option("--force", is_flag=True, help="Overwrite an existing run directory.")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(file_okay=False),
+    metavar="RUN_DIR",
+    help="Go on with an interrupted or killed run from its checkpoint (train.checkpoint_every).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def run_command(config_path, overrides, out, seed, force, quiet):
+def run_command(config_path, overrides, out, seed, force, resume_dir, quiet):
     """Train the experiment described in CONFIG (YAML) and write its run directory.
 
     Prints a per-layer gradient-norm table, the measured factor M with the theory's
     prediction and a verdict. Exit 0 when completed or diverged, 130 when interrupted.
+
+    With --resume RUN_DIR, CONFIG may be left out (the run's own config.yaml is used); if
+    given, with its --set and --seed, it must be the run's config.
     """
     from gradlab.config import load_config
+    from gradlab.resume import resume_run
     from gradlab.runner import memory_warning, prepare_data, run_config
 
+    if resume_dir is None and config_path is None:
+        raise UserError("missing CONFIG: gradlab run CONFIG, or gradlab run --resume RUN_DIR")
+    if resume_dir is not None and (out is not None or force):
+        raise UserError("--resume RUN_DIR continues that run in place: leave out --out and --force")
     try:
-        config, table = prepare_data(load_config(config_path, overrides, seed, origin="--set"))
-        if warning := memory_warning(config):
+        config, table = None, None
+        if config_path is not None:
+            loaded = load_config(config_path, overrides, seed, origin="--set")
+            config, table = prepare_data(loaded)
+        elif overrides or seed is not None:
+            raise UserError("--set and --seed need CONFIG (a resumed run keeps its config)")
+        if config is not None and (warning := memory_warning(config)):
             click.echo(warning, err=True)
         progress = not quiet and sys.stderr.isatty()
-        result = run_config(config, out=out, force=force, progress=progress, table=table)
+        if resume_dir is not None:
+            result = resume_run(resume_dir, config, progress=progress)
+        else:
+            result = run_config(config, out=out, force=force, progress=progress, table=table)
     except GradlabError as error:
         _fail(error)
     click.echo(format_run_report(result))

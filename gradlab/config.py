@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import yaml
 
 from gradlab import config_data, vocabulary
+from gradlab import schedule as lr_schedule
 from gradlab.config_checks import Range as _Range
 from gradlab.config_checks import above as _above
 from gradlab.config_checks import at_least as _at_least
@@ -55,6 +56,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer": vocabulary.OPTIMIZERS,
     "train.clip.mode": vocabulary.CLIP_MODES,
     "analysis.spectrum.at": vocabulary.SPECTRUM_TIMES,
+    "train.schedule.kind": vocabulary.SCHEDULES,
 }
 
 RANGES: dict[str, _Range] = {
@@ -83,6 +85,12 @@ RANGES: dict[str, _Range] = {
     "train.momentum": _Range(0, 1, high_open=True),
     "train.weight_decay": _at_least(0),
     "train.clip.threshold": _above(0),
+    "train.schedule.warmup_steps": _at_least(0),
+    "train.schedule.warmup_start": _Range(0, 1),
+    "train.schedule.step_every": _at_least(1),
+    "train.schedule.gamma": _above(0),
+    "train.schedule.final_lr": _at_least(0),
+    "train.checkpoint_every": _at_least(0),
     "log.every": _at_least(1),
     "log.eval_every": _at_least(1),
     "analysis.fit_skip": _Range(0, 0.5, high_open=True),
@@ -217,6 +225,23 @@ class ClipConfig(_Section):
 
 
 @dataclass(frozen=True)
+class ScheduleConfig(_Section):
+    _path: ClassVar[str] = "train.schedule"
+    kind: str = "constant"  # PyTorch's schedulers in closed form (gradlab.schedule)
+    warmup_steps: int = 0  # linear warmup from warmup_start * lr to lr over these steps
+    warmup_start: float = 0.0  # the warmup's first lr as a fraction of train.lr
+    step_every: int | None = None  # step: lr *= gamma every step_every steps (null: 1000)
+    gamma: float | None = None  # step: the factor (null: 0.1)
+    final_lr: float | None = None  # cosine, linear: the lr at the last step (null: 0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        values = {key: getattr(self, key) for key in lr_schedule.OWN_KEYS}
+        for key, value in lr_schedule.resolve_keys(self.kind, values).items():
+            object.__setattr__(self, key, value)
+
+
+@dataclass(frozen=True)
 class TrainConfig(_Section):
     _path: ClassVar[str] = "train"
     steps: int = 1000  # parameter updates; 0 measures the network at initialization only
@@ -227,6 +252,12 @@ class TrainConfig(_Section):
     momentum: float = 0.9  # mu of momentum and nesterov (Adam's beta1 is fixed at 0.9)
     weight_decay: float = 0.0  # L2 penalty added to the gradient: g + weight_decay * W
     clip: ClipConfig = field(default_factory=ClipConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # lr by step
+    checkpoint_every: int = 0  # save checkpoint.npz every N steps and at the end; 0: never
+
+    def __post_init__(self):
+        super().__post_init__()
+        lr_schedule.check_against_steps(self.schedule, self.steps)
 
 
 @dataclass(frozen=True)

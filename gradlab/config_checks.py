@@ -201,3 +201,15 @@ def unknown_key(path: str, key: object, allowed: list[str], origin: str = "") ->
     where = f" in {origin}" if origin else ""
     hint = did_you_mean(key, allowed)
     return fail(path, f"unknown key{where}{hint} (allowed: {', '.join(allowed)})")
+
+
+def first_difference(expected: Any, recorded: Any, labels: tuple[str, str], path: str = "") -> str:
+    """'model.depth: 20 in the spec, 30 on disk' for the first key of two config mappings
+    that differs, ``labels`` naming where each came from."""
+    if isinstance(expected, Mapping) and isinstance(recorded, Mapping):
+        for key in list(expected) + [k for k in recorded if k not in expected]:
+            if expected.get(key) != recorded.get(key):
+                return first_difference(
+                    expected.get(key), recorded.get(key), labels, join_path(path, key)
+                )
+    return f"{path or 'config'}: {expected!r} {labels[0]}, {recorded!r} {labels[1]}"

@@ -162,3 +162,29 @@ def _encode(labels: np.ndarray, config: Config) -> np.ndarray:
     if config.output_dim == 1:
         return labels[:, None].astype(np.float64)
     return np.eye(config.output_dim)[labels]
+
+
+class Batches:
+    """Endless minibatches of (x, y): a fresh permutation from ``rng`` at the start of each
+    epoch, the remainder dropped so every batch has the same size (BatchNorm statistics stay
+    comparable); full batch (batch_size >= n) is (x, y) every time. The position in the
+    epoch is state a checkpoint keeps: ``order`` (this epoch's permutation, None before the
+    first batch) and ``position`` (batches of it already given); ``rng`` is the run's."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator):
+        self.x, self.y, self.batch_size, self.rng = x, y, batch_size, rng
+        self.order: np.ndarray | None = None
+        self.position = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[np.ndarray, np.ndarray]:
+        n, size = self.x.shape[0], self.batch_size
+        if size >= n:
+            return self.x, self.y
+        if self.order is None or self.position == n // size:
+            self.order, self.position = self.rng.permutation(n), 0
+        index = self.order[self.position * size : (self.position + 1) * size]
+        self.position += 1
+        return self.x[index], self.y[index]

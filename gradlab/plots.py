@@ -23,6 +23,7 @@ from gradlab.figures.common import DPI, STYLE, measured_factor
 from gradlab.figures.compare import compare_gradient_by_layer, compare_loss, run_labels
 from gradlab.figures.phase import phase_diagram, phase_grid, phase_keys
 from gradlab.figures.run import clipping, gradient_by_layer, layer_heatmap, loss_curves
+from gradlab.figures.schedule import compare_update_ratio, differ_in_schedule
 from gradlab.figures.spectrum import compare_spectrum, spectrum_density
 from gradlab.results import Run, atomic_writer, find_runs, read_run
 
@@ -37,6 +38,7 @@ __all__ = [
     "compare_gradient_by_layer",
     "compare_loss",
     "compare_spectrum",
+    "compare_update_ratio",
     "gradient_by_layer",
     "layer_heatmap",
     "loss_curves",
@@ -141,6 +143,8 @@ def _group_figures(runs: list[Run]) -> dict:
         "compare_loss": lambda: compare_loss(runs),
         "compare_spectrum": lambda: compare_spectrum(runs, run_labels(runs)),
     }
+    if differ_in_schedule(runs):
+        figures["compare_update_ratio"] = lambda: compare_update_ratio(runs)
     keys = phase_keys(runs)
     if keys is not None:
         figures["phase_factor"] = lambda: phase_diagram(runs, keys, "factor")

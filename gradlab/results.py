@@ -13,6 +13,8 @@
   summary.json   final losses, gradient factor M, regime, theory (atomically, at the end)
   spectrum.csv   with analysis.spectrum: the Jacobian's singular values, one row per (step,
                  sample, rank) (rewritten atomically after each measurement)
+  params.npz     the final parameters (at the end of every run; see gradlab.checkpoint)
+  checkpoint.npz the state to resume from (with train.checkpoint_every; gradlab.checkpoint)
 ```
 
 A run killed at any moment, even by SIGKILL, leaves parseable files: JSON and YAML are
@@ -21,7 +23,6 @@ flushed together (a reader ignores a trailing partial line). ``meta.json`` still
 ``running`` then, and readers report such a run as incomplete.
 """
 
-import contextlib
 import csv
 import functools
 import io
@@ -29,7 +30,6 @@ import json
 import math
 import os
 import platform
-import secrets
 import shutil
 import socket
 from dataclasses import dataclass, field
@@ -37,6 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gradlab.atomic import atomic_write_json, atomic_write_text
+from gradlab.atomic import atomic_writer as atomic_writer  # re-exported: plots, tests
+from gradlab.atomic import to_jsonable as to_jsonable  # re-exported: report
 from gradlab.engine.probe import RESIDUAL_STAT_NAMES, STAT_NAMES
 from gradlab.errors import GradlabError
 from gradlab.formatting import number_text
@@ -60,6 +63,7 @@ _STATS = LAYER_COLUMNS[2:]
 SPECTRUM_COLUMNS = ("step", "sample", "rank", "singular_value")
 STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
 DONE_STATUSES = ("completed", "diverged")  # a finished run: a sweep does not run it again
+PARAMS_FILE, CHECKPOINT_FILE = "params.npz", "checkpoint.npz"  # written by gradlab.checkpoint
 RUN_FILES = (
     "config.yaml",
     "meta.json",
@@ -67,76 +71,29 @@ RUN_FILES = (
     "layers.csv",
     "summary.json",
     "spectrum.csv",
+    PARAMS_FILE,
+    CHECKPOINT_FILE,
 )
-
-
-@contextlib.contextmanager
-def atomic_writer(path: Path, binary: bool = False):
-    """Open a temporary file beside ``path`` for writing; when the block ends without an
-    error it replaces ``path`` (``os.replace``), so a reader sees the old file or the new
-    one, never half. On an error the temporary file is removed and ``path`` is untouched.
-
-    The temporary file is created like ``open`` creates a file (mode 0666 less the umask),
-    not like ``tempfile.mkstemp`` (0600, which the rename would keep): every file gradlab
-    writes follows the umask, whether written at once or appended like the CSV logs.
-    """
-    path = Path(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            fd = os.open(tmp_path, flags, 0o666)
-            break
-        except FileExistsError:  # another writer's temporary file: draw another name
-            continue
-    try:
-        mode = "wb" if binary else "w"
-        with os.fdopen(fd, mode, **({} if binary else {"encoding": "utf-8"})) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_path)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (see ``atomic_writer``)."""
-    with atomic_writer(path) as handle:
-        handle.write(text)
-
-
-def to_jsonable(value):
-    """Replace nan/inf by None and numpy scalars/arrays by Python values (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(key): to_jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_jsonable(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return [to_jsonable(item) for item in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def atomic_write_json(path: Path, data) -> None:
-    """Write ``data`` as strict JSON (nan and inf as null) to ``path`` atomically."""
-    text = json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n"
-    atomic_write_text(path, text)
+# what meta.json gains when a run ends; a resumed run is running again, without them
+_END_KEYS = ("ended_at", "wall_time_s", "step_reached", "error", "signal", "divergence")
 
 
 class CsvLog:
-    """A CSV file appended whole rows at a time; ``flush`` makes them durable to readers."""
+    """A CSV file appended whole rows at a time; ``flush`` makes them durable to readers.
 
-    def __init__(self, path: Path, columns: tuple[str, ...]):
+    With ``keep_through`` the file exists (a run being resumed): its rows of later steps, and
+    a row cut by a kill, are dropped first (the file replaced atomically), then appended to.
+    """
+
+    def __init__(self, path: Path, columns: tuple[str, ...], keep_through: int | None = None):
         self.columns = columns
-        self._handle = open(path, "w", encoding="utf-8", newline="")
         self._pending = io.StringIO()
-        self._pending.write(",".join(columns) + "\n")
+        if keep_through is None:
+            self._handle = open(path, "w", encoding="utf-8", newline="")
+            self._pending.write(",".join(columns) + "\n")
+        else:
+            atomic_write_text(path, _rows_through(path, columns, keep_through))
+            self._handle = open(path, "a", encoding="utf-8", newline="")
         self.flush()
 
     def append(self, values) -> None:
@@ -157,6 +114,24 @@ class CsvLog:
     def close(self) -> None:
         self.flush()
         self._handle.close()
+
+
+def _rows_through(path: Path, columns: tuple[str, ...], step: int) -> str:
+    """The header and the whole rows of steps <= ``step`` of a gradlab CSV (rows are in step
+    order); GradlabError when the file is missing or has other columns."""
+    header = ",".join(columns)
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")[:-1]  # whole lines only
+    except OSError as error:
+        raise GradlabError(f"cannot resume: {path} unreadable ({error.strerror})") from None
+    if not lines or lines[0] != header:
+        raise GradlabError(f"cannot resume: {path} does not start with the header {header}")
+    kept = [header]
+    for line in lines[1:]:
+        if int(line.partition(",")[0]) > step:
+            break
+        kept.append(line)
+    return "\n".join(kept) + "\n"
 
 
 def versions() -> dict:
@@ -229,6 +204,19 @@ def this_host() -> str:
     return socket.gethostname()
 
 
+def layer_columns(residual: bool) -> tuple[str, ...]:
+    """The columns of a run's layers.csv: a residual network's have branch_delta_norm."""
+    return RESIDUAL_LAYER_COLUMNS if residual else LAYER_COLUMNS
+
+
+def _spectrum_rows_through(path: Path, step: int) -> list[str]:
+    """The rows of spectrum.csv (without its header) measured at ``step`` or before."""
+    if not path.exists():
+        return []
+    rows = path.read_text(encoding="utf-8").splitlines()[1:]
+    return [row for row in rows if row and int(row.split(",", 1)[0]) <= step]
+
+
 class RunWriter:
     """Writes one run directory as the run goes. Used by the runner. ``meta.json`` records
     the writing process (``host``, ``pid``): a sweep tells a killed run from a live one."""
@@ -248,6 +236,32 @@ class RunWriter:
         self.metrics = CsvLog(self.path / "metrics.csv", METRIC_COLUMNS)
         self.layers = CsvLog(self.path / "layers.csv", layer_columns)
         self._spectrum_lines: list[str] = []
+
+    @classmethod
+    def resume(
+        cls,
+        path: Path,
+        step: int,
+        resumed_at: str,
+        layer_columns: tuple[str, ...] = LAYER_COLUMNS,
+    ) -> "RunWriter":
+        """A writer going on with the run in ``path`` after ``step``, its last checkpoint:
+        the CSV rows of later steps are dropped (atomically), meta.json says running again,
+        keeps the first session's start time, seed and versions, records this process
+        (``host``, ``pid``) and lists under "resumes" each resumption: its step and when
+        (``resumed_at``)."""
+        writer = cls.__new__(cls)
+        writer.path = Path(path)
+        meta = {key: value for key, value in read_meta(path).items() if key not in _END_KEYS}
+        resumes = [*meta.pop("resumes", []), {"step": step, "at": resumed_at}]
+        writer.metrics = CsvLog(writer.path / "metrics.csv", METRIC_COLUMNS, keep_through=step)
+        writer.layers = CsvLog(writer.path / "layers.csv", layer_columns, keep_through=step)
+        writer._stats = layer_columns[2:]
+        writer._spectrum_lines = _spectrum_rows_through(writer.path / "spectrum.csv", step)
+        process = {"host": this_host(), "pid": os.getpid()}  # the process that runs it now
+        writer.meta = {**meta, "status": "running", **process, "resumes": resumes}
+        writer.write_meta()  # last: CSVs that cannot be resumed leave meta.json as it was
+        return writer
 
     def write_meta(self, **updates) -> None:
         self.meta.update(updates)
@@ -388,6 +402,10 @@ def _numeric_table(body: str, width: int) -> np.ndarray | None:
     except ValueError:
         return None
     return table if table.shape[1] == width else None
+
+
+def has_checkpoint(path: Path) -> bool:
+    return (Path(path) / CHECKPOINT_FILE).is_file()
 
 
 def is_run_dir(path: Path) -> bool:

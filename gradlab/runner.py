@@ -17,6 +17,11 @@ its layer statistics if it was a logged step whose backward ran); SIGINT/SIGTERM
 *interrupted* after the current step. Randomness: one SeedSequence(seed) spawns the data,
 init and batch generators (and, with dropout, the masks' generator), so changing the model
 never changes the data.
+
+The lr of step s is ``gradlab.schedule.learning_rate`` (``train.schedule``), logged in the
+``lr`` column. With ``train.checkpoint_every`` a checkpoint is saved after every N-th step and
+the last one (``gradlab.checkpoint``); ``gradlab.resume`` goes on from it, writing the same files
+as a run never stopped. params.npz holds the final parameters of every run.
 """
 
 import datetime as dt
@@ -29,24 +34,17 @@ from pathlib import Path
 
 import numpy as np
 
-from gradlab import analysis, datafiles, residual_summary, theory, theory_widths
-from gradlab.config import Config, config_from_dict, config_to_dict, dump_config_yaml, load_config
-from gradlab.data import TEACHER_WIDTH, load_dataset
+from gradlab import analysis, checkpoint, datafiles, residual_summary, theory, theory_widths
+from gradlab.config import Config, dump_config_yaml
+from gradlab.data import TEACHER_WIDTH, Batches, load_dataset
 from gradlab.datafiles import Table
 from gradlab.engine import MLP, Probe, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
 from gradlab.engine.model import memory_footprint
 from gradlab.engine.residual import ResidualMLP
 from gradlab.errors import GradlabError
-from gradlab.results import (
-    LAYER_COLUMNS,
-    RESIDUAL_LAYER_COLUMNS,
-    Run,
-    RunWriter,
-    read_run,
-    start_run,
-    versions,
-)
+from gradlab.results import Run, RunWriter, layer_columns, read_run, start_run, versions
+from gradlab.schedule import learning_rate
 from gradlab.signals import StopFlag, stop_on_signals
 from gradlab.spectrum import SpectrumRecorder
 
@@ -62,7 +60,7 @@ _UNLOCATED = {
 }
 
 
-def _now() -> str:
+def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -106,21 +104,6 @@ def _network_spec(config: Config) -> dict:
         dropout=model.dropout,
         dropout_rng=dropout_rng,
     )
-
-
-def _batches(x, y, batch_size: int, rng: np.random.Generator):
-    """Endless minibatches: a fresh permutation each epoch, the remainder dropped so every
-    batch has the same size (BatchNorm statistics stay comparable). Full batch: (x, y)."""
-    n = x.shape[0]
-    if batch_size >= n:
-        while True:
-            yield x, y
-    per_epoch = n // batch_size
-    while True:
-        order = rng.permutation(n)
-        for k in range(per_epoch):
-            index = order[k * batch_size : (k + 1) * batch_size]
-            yield x[index], y[index]
 
 
 _RESIDUAL_NO_FACTOR = (
@@ -293,12 +276,15 @@ class _Training:
         self.optimizer = make_optimizer(
             train.optimizer, train.lr, train.momentum, train.weight_decay
         )
-        self.batches = _batches(
-            self.dataset.x_train,
-            self.dataset.y_train,
-            config.resolved_batch_size,
-            np.random.default_rng(batch_seed),
+        batch_rng = np.random.default_rng(batch_seed)
+        self.batches = Batches(
+            self.dataset.x_train, self.dataset.y_train, config.resolved_batch_size, batch_rng
         )
+        # every generator drawn from while training, by name: a checkpoint saves their states
+        self.generators = {"batches": batch_rng}
+        if self.model.dropout_rng is not None:
+            self.generators["dropout"] = self.model.dropout_rng
+        self.start_step = 0  # a resumed run starts after its checkpoint's step
         self.probe = Probe(self.model)
         self.spectrum = None
         if config.analysis.spectrum.enabled:
@@ -333,18 +319,20 @@ class _Training:
 
     def run(self):
         config, model, probe = self.config, self.model, self.probe
-        steps, clip = config.train.steps, config.train.clip
+        train = config.train
+        steps, clip = train.steps, train.clip
         status = "completed"
-        if self.spectrum is not None:
+        if self.spectrum is not None and self.start_step == 0:
             self.spectrum.measure("init", 0)
-        for step in range(steps + 1):
+        for step in range(self.start_step, steps + 1):
             self.step_reached = step
             logged = step % config.log.every == 0 or step == steps
             x, y = next(self.batches)
             probe.start(layer_stats=logged)  # gradient norms every step, the rest if logged
             outputs = model.forward(x, train=True, probe=probe if logged else None)  # B, out
             loss, dlogits = self.loss_fn(outputs, y)
-            row = {"step": step, "train_loss": loss, "lr": config.train.lr}
+            lr = self.optimizer.lr = learning_rate(train.schedule, train.lr, steps, step)
+            row = {"step": step, "train_loss": loss, "lr": lr}
             clipped = None
             if math.isfinite(loss):
                 model.backward(dlogits, probe=probe)
@@ -371,7 +359,11 @@ class _Training:
                 self._log(step, row, probe.layer_stats() if logged else None)
             self.final["train_loss"] = loss
             self._progress(step, loss, logged)
-            if self.stop.signal_number is not None and step < steps:
+            stopped = self.stop.signal_number is not None and step < steps
+            every = train.checkpoint_every
+            if every and (step % every == 0 or step == steps or stopped):
+                checkpoint.save_checkpoint(self.writer.path, self, step)
+            if stopped:
                 status = "interrupted"
                 break
         if self.spectrum is not None:
@@ -484,21 +476,6 @@ class _Training:
         return residual_summary.gradient_profiles(config, prediction, measured)
 
 
-def resolve_config(config_or_path, overrides=(), origin="overrides") -> Config:
-    """A Config from a Config, a mapping or a YAML path, with "key.path=value" overrides
-    (``origin`` names them in messages)."""
-    overrides = list(overrides)
-    if isinstance(config_or_path, Config):
-        if not overrides:
-            return config_or_path
-        return config_from_dict(
-            config_to_dict(config_or_path), overrides, source="the Config", origin=origin
-        )
-    if isinstance(config_or_path, dict):
-        return config_from_dict(config_or_path, overrides, origin=origin)
-    return load_config(config_or_path, overrides, origin=origin)
-
-
 def prepare_data(config: Config) -> tuple[Config, Table | None]:
     """(the config with what real data decide filled in, the data read and checked; None
     for synthetic data): see gradlab.datafiles. Raises before anything is written."""
@@ -519,16 +496,30 @@ def run_config(
         config, table = prepare_data(config)
     path = Path(out) if out is not None else DEFAULT_RESULTS_ROOT / config.name
     started = time.monotonic()
-    meta = {"seed": config.seed, "started_at": _now(), "steps": config.train.steps}
+    meta = {"seed": config.seed, "started_at": utc_now(), "steps": config.train.steps}
     if table is not None:
         meta["data"] = table.record  # which data the run saw: path, size, SHA-256
-    columns = RESIDUAL_LAYER_COLUMNS if config.model.residual.enabled else LAYER_COLUMNS
+    columns = layer_columns(config.model.residual.enabled)
     writer = start_run(path, dump_config_yaml(config), {**meta, **versions()}, force, columns)
+    return train_into(config, writer, started, progress, table)
+
+
+def train_into(
+    config: Config,
+    writer: RunWriter,
+    started: float,
+    progress: bool,
+    table: Table | None,
+    saved=None,
+) -> Run:
+    """Train into ``writer``'s run directory (from ``saved``, a checkpoint, if given); write
+    summary.json and the final meta.json; read the run back."""
+    path = writer.path
 
     def finish(status, **extra):
         writer.close(
             status=status,
-            ended_at=_now(),
+            ended_at=utc_now(),
             wall_time_s=round(time.monotonic() - started, 3),
             step_reached=training.step_reached if training else 0,
             **extra,
@@ -538,8 +529,11 @@ def run_config(
     with stop_on_signals() as stop:
         try:
             training = _Training(config, writer, stop, progress, table)
+            if saved is not None:
+                checkpoint.restore(training, saved)
             with np.errstate(all="ignore"):  # exploding runs overflow on purpose: detected below
                 status, summary = training.run()
+            checkpoint.save_params(path, training.model)
         except KeyboardInterrupt:
             finish("interrupted")
             return read_run(path)
@@ -555,25 +549,3 @@ def run_config(
         extra["signal"] = signal.Signals(stop.signal_number).name
     finish(status, **extra)
     return read_run(path)
-
-
-def run(config_or_path, *, out=None, force=False, progress=False, **overrides) -> Run:
-    """Python API: run an experiment and return its run directory read back.
-
-    ``overrides`` use key paths with "__" for ".", e.g. ``run("c.yaml", train__lr=0.05)``,
-    or pass them as a dict: ``run("c.yaml", **{"model.depth": 10})``.
-    """
-    override_strings = [
-        f"{key.replace('__', '.')}={_yaml_scalar(v)}" for key, v in overrides.items()
-    ]
-    config = resolve_config(config_or_path, override_strings, origin="run() keyword overrides")
-    return run_config(config, out=out, force=force, progress=progress)
-
-
-def _yaml_scalar(value) -> str:
-    """A Python value as the YAML scalar text parse_override reads back."""
-    import json
-
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)

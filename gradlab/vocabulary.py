@@ -27,6 +27,7 @@ NORMS = ("none", "batch", "layer")
 LOSSES = ("mse", "bce", "cross_entropy")
 CLIP_MODES = ("none", "norm", "layer_norm", "value")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+SCHEDULES = ("constant", "step", "cosine", "linear")  # learning-rate schedules (gradlab.schedule)
 INIT_SCHEMES = ("normal", "uniform", "xavier", "he", "orthogonal")
 REGIMES = ("vanishing", "stable", "exploding", "unknown")
 SPECTRUM_TIMES = ("init", "init_and_end")  # when the Jacobian spectrum is measured
@@ -40,6 +41,7 @@ FAMILIES = {
     "loss": LOSSES,
     "clip mode": CLIP_MODES,
     "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
     "init scheme": INIT_SCHEMES,
     "regime": REGIMES,
     "spectrum time": SPECTRUM_TIMES,

@@ -213,12 +213,12 @@ def test_run_into_a_read_only_folder_is_one_line_exit_2(write_config, tmp_path):
 def test_a_run_folder_that_cannot_be_written_is_removed_again(write_config, tmp_path, monkeypatch):
     """The folder is created, then its first file cannot be written (a read-only or full
     file system): one line, exit 2, and no empty run folder left behind."""
-    from gradlab import results
+    from gradlab import atomic
 
     def refuse(path, binary=False):
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(results, "atomic_writer", refuse)
+    monkeypatch.setattr(atomic, "atomic_writer", refuse)
     result = invoke("run", write_config(), "--out", tmp_path / "new" / "run", "-q")
     assert result.exit_code == 2, result.output
     assert "cannot write the run directory" in result.output

@@ -551,3 +551,25 @@ def test_spectrum_density_shows_every_measured_step_and_the_isometry_marker(spec
     overlay = plots.compare_spectrum(spectrum_runs, ["Gaussian", "orthogonal"])
     labels = overlay.axes[0].get_legend_handles_labels()[1]
     assert labels[0].startswith("Gaussian: var $s^2$") and "isometry" in labels[-1]
+
+
+def test_runs_differing_in_their_schedule_get_the_update_ratio_comparison(tmp_path, runs):
+    warm = [
+        _make(tmp_path / f"warmup{steps}", [f"train.schedule.warmup_steps={steps}"])
+        for steps in (0, 4)
+    ]
+    written, warnings = plots.plot_group(warm, tmp_path / "plots")
+    assert warnings == []
+    assert [path.name for path in written] == [
+        *(f"{name}.png" for name in GROUP_FIGURES),
+        "compare_update_ratio.png",
+    ]
+    assert plots.compare_update_ratio(warm).gradlab_shown["labels"] == [
+        "warmup_steps=0",
+        "warmup_steps=4",
+    ]
+    figure = plots.compare_update_ratio([*warm, runs["diverged"]])  # and a diverged run
+    assert len(figure.axes) == 4  # three panels and the colour bar of the layers
+    # runs that do not differ in their schedule: the figures they always had, no more
+    norms = [read_run(runs["norms"] / norm) for norm in ("none", "batch")]
+    assert "compare_update_ratio" not in plots._group_figures(norms)

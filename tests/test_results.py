@@ -130,7 +130,7 @@ def test_every_file_gradlab_writes_follows_the_umask(umask, tmp_path):
         "config": {
             "data": {"n_train": 64, "n_test": 32, "input_dim": 4},
             "model": {"depth": 3, "width": 8},
-            "train": {"steps": 3, "batch_size": 16},
+            "train": {"steps": 3, "batch_size": 16, "checkpoint_every": 2},  # every file
             "analysis": {"spectrum": {"enabled": True, "samples": 2}},  # spectrum.csv too
         },
         "seeds": [0, 1],

@@ -316,7 +316,7 @@ def test_layers_csv_holds_what_a_plain_replay_of_the_run_measures(tmp_path):
     calls) and measured with numpy: gradient norms before clipping, ||W|| and the activations
     before the update, update_ratio = ||the clipped step|| / ||W before it||."""
     from gradlab import runner
-    from gradlab.data import make_dataset
+    from gradlab.data import Batches, make_dataset
     from gradlab.engine import clip_gradients, get_loss, make_optimizer
 
     config = config_from_dict(
@@ -336,9 +336,7 @@ def test_layers_csv_holds_what_a_plain_replay_of_the_run_measures(tmp_path):
     data_seed, init_seed, batch_seed = runner._seed_streams(config)
     dataset = make_dataset(config, np.random.default_rng(data_seed))
     model = runner.build_model(config, np.random.default_rng(init_seed))
-    batches = runner._batches(
-        dataset.x_train, dataset.y_train, 32, np.random.default_rng(batch_seed)
-    )
+    batches = Batches(dataset.x_train, dataset.y_train, 32, np.random.default_rng(batch_seed))
     loss_fn, optimizer = get_loss(config.resolved_loss), make_optimizer("sgd", 0.1)
     grads = list(model.grads.values())
     expected = []

@@ -32,6 +32,7 @@ def _docs_allowed(key: str) -> tuple[str, ...]:
         ("model.residual.branch", vocabulary.RESIDUAL_BRANCHES),
         ("model.residual.norm_position", vocabulary.NORM_POSITIONS),
         ("analysis.spectrum.at", vocabulary.SPECTRUM_TIMES),
+        ("train.schedule.kind", vocabulary.SCHEDULES),
     ],
 )
 def test_config_choices_and_docs_agree_with_the_vocabulary(key, names):

@@ -20,6 +20,8 @@ OPTIMIZERS = vocabulary.OPTIMIZERS  # each built in ``make_optimizer``
 
 
 class Optimizer:
+    counters: tuple[str, ...] = ()  # integer attributes that are state (Adam's step count)
+
     def __init__(self, lr: float, weight_decay: float = 0.0):
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
@@ -29,6 +31,28 @@ class Optimizer:
     def _update(self, name, grad, update):
         """Write the step for one parameter, lr included, into ``update``."""
         raise NotImplementedError
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything the next steps depend on besides lr (which a run sets every step), as
+        arrays: '<parameter>/<key>' for the per-parameter state (momentum buffer, Adam's
+        moments) and each counter by name. Copies, for a checkpoint."""
+        arrays = {
+            f"{name}/{key}": value.copy()
+            for name, state in self.state.items()
+            for key, value in state.items()
+        }
+        arrays.update({counter: np.array(getattr(self, counter)) for counter in self.counters})
+        return arrays
+
+    def load_state_dict(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore what ``state_dict`` gave (the optimizer's own state is replaced)."""
+        self.state = {}
+        for key, value in arrays.items():
+            if key in self.counters:
+                setattr(self, key, int(value))
+                continue
+            name, _, item = key.rpartition("/")
+            self.state.setdefault(name, {})[item] = np.array(value)
 
     def update_norms(self, grad_norms: Mapping[str, float]) -> dict[str, float] | None:
         """||update|| of the last step per parameter, from the norms of the gradients it used,
@@ -199,6 +223,8 @@ def _same_layout(flat: _Flat, params: dict, grads: dict) -> bool:
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with PyTorch's defaults betas (0.9, 0.999), eps 1e-8."""
+
+    counters = ("steps",)
 
     def __init__(self, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)

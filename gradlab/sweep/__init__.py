@@ -23,7 +23,8 @@ holds the spec and every point's overrides.
 ``--set`` overrides from the command line apply to every point after ``set:``; one naming a
 key the sweep varies is an error. Every point's config is checked before anything is
 written. Re-running a sweep skips points whose run says ``completed`` or ``diverged`` with the
-same config, re-runs ``running`` (killed) and ``interrupted`` ones, and ``failed`` ones only
+same config, re-runs ``running`` (killed) and ``interrupted`` ones (resuming them from their
+checkpoint.npz when they have one: ``train.checkpoint_every``), and ``failed`` ones only
 with ``retry_failed``; a directory holding a different config is an error. ``--shard K/N``
 (K 0-based, like ``$SLURM_ARRAY_TASK_ID``) keeps the points with ``index % N == K``.
 

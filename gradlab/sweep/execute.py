@@ -201,10 +201,11 @@ def _last_line(text: str) -> str:
 def _worker() -> None:
     """Entry point of a worker process: one run from a JSON request on stdin. It holds the
     point's claim while it runs; a point another live process runs, or that another shard
-    finished since the plan, is left alone: one JSON line on stdout says why."""
+    finished since the plan, is left alone: one JSON line on stdout says why. A point with a
+    checkpoint of this config is resumed from it."""
     request = json.load(sys.stdin)
     _end_with_parent(request["parent"])
-    from gradlab.runner import run_config
+    from gradlab.resume import run_or_resume
 
     out = Path(request["out"])
     config = config_from_dict(request["config"], source=request["out"])
@@ -213,7 +214,7 @@ def _worker() -> None:
         if left:
             print(_LEFT_ALONE + json.dumps(left) + "}")
             return
-        run_config(config, out=out, force=True, progress=False)
+        run_or_resume(config, out, progress=False)
 
 
 def _end_with_parent(parent: int) -> None:

@@ -8,8 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from gradlab.config import config_from_dict, config_to_dict
+from gradlab.config_checks import first_difference
 from gradlab.errors import GradlabError
-from gradlab.results import DONE_STATUSES, holds_only_run_files, is_run_dir, read_run
+from gradlab.results import (
+    DONE_STATUSES,
+    has_checkpoint,
+    holds_only_run_files,
+    is_run_dir,
+    read_run,
+)
 from gradlab.sweep import claim
 from gradlab.sweep.expand import Point, Sweep
 
@@ -97,7 +104,7 @@ def _state(path: Path, point: Point, retry_failed: bool, conflicts: list) -> tup
     expected = config_to_dict(point.config)
     recorded = _as_current(run.config)
     if recorded != expected:
-        difference = _first_difference(expected, recorded)
+        difference = first_difference(expected, recorded, ("in the spec", "on disk"))
         conflicts.append(
             f"sweep point {point.index}: {path} holds a different config ({difference})"
         )
@@ -121,17 +128,6 @@ def _as_current(recorded: dict) -> dict:
         return recorded
 
 
-def _first_difference(expected: Any, recorded: Any, path: str = "") -> str:
-    """'model.depth: 20 in the spec, 30 on disk' for the first key that differs."""
-    if isinstance(expected, dict) and isinstance(recorded, dict):
-        for key in list(expected) + [k for k in recorded if k not in expected]:
-            if expected.get(key) != recorded.get(key):
-                return _first_difference(
-                    expected.get(key), recorded.get(key), f"{path}.{key}" if path else key
-                )
-    return f"{path or 'config'}: {expected!r} in the spec, {recorded!r} on disk"
-
-
 def format_plan(plan: Plan) -> str:
     """The dry-run listing: index, what would happen, name."""
     sweep = plan.sweep
@@ -151,5 +147,7 @@ def format_plan(plan: Plan) -> str:
     width = len(str(max((p.point.index for p in plan.points), default=0)))
     for planned in plan.points:
         action = actions[planned.state]
+        if planned.state == "incomplete" and has_checkpoint(planned.path):
+            action = "resume"  # from its checkpoint, if it holds this config (else rerun)
         lines.append(f"  {planned.point.index:>{width}}  {action:<6}  {planned.point.name}")
     return "\n".join(lines)
