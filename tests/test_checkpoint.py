@@ -105,6 +105,30 @@ def test_interrupted_and_resumed_runs_write_the_same_files(
     assert resumed.meta["resumes"][0]["step"] == 9
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"model.residual.enabled": True, "model.residual.branch_scale": 0.1, "train.lr": 0.01},
+        {"analysis.spectrum.enabled": True, "analysis.spectrum.at": "init_and_end"},
+    ],
+    ids=["residual", "spectrum"],
+)
+def test_residual_and_spectrum_runs_resume_to_the_same_files(
+    changes, write_config, tmp_path, monkeypatch
+):
+    """What a residual run (|dL/dx^0| of its gradient profile, branch_delta_norm) and a
+    spectrum run (spectrum.csv, summary.json's spectrum) keep across a checkpoint."""
+    config = load_config(write_config({**CHECKPOINTED, **changes}))
+    run_config(config, out=tmp_path / "whole")
+    with monkeypatch.context() as patch:
+        stop_after_step(patch, 10)
+        stopped = run_config(config, out=tmp_path / "resumed")
+    assert stopped.status == "interrupted"
+    resumed = resume_run(tmp_path / "resumed")
+    assert resumed.status == "completed"
+    assert_same_run(resumed.path, tmp_path / "whole")
+
+
 def test_checkpointing_changes_no_other_file(write_config, tmp_path):
     plain = gradlab.run(write_config(), out=tmp_path / "plain")
     saved = gradlab.run(write_config(CHECKPOINTED), out=tmp_path / "saved")
