@@ -70,8 +70,9 @@ def run_command(config_path, overrides, out, seed, force, resume_dir, quiet):
     given, with its --set and --seed, it must be the run's config.
     """
     from gradlab.config import load_config
+    from gradlab.memory import memory_warning
     from gradlab.resume import resume_run
-    from gradlab.runner import memory_warning, prepare_data, run_config
+    from gradlab.runner import prepare_data, run_config
 
     if resume_dir is None and config_path is None:
         raise UserError("missing CONFIG: gradlab run CONFIG, or gradlab run --resume RUN_DIR")

@@ -40,8 +40,8 @@ from gradlab.analysis import (
 from gradlab.config import config_from_dict
 from gradlab.errors import GradlabError
 from gradlab.formatting import config_text, number_text
+from gradlab.initial_theory import theory_at_init
 from gradlab.results import find_runs, read_run, to_jsonable
-from gradlab.runner import theory_at_init
 
 FORMATS = ("table", "csv", "json")
 RESULT_COLUMNS = (
@@ -121,7 +121,8 @@ def _run_row(run, name: str, keys: list[str]) -> dict:
 def _from_files(run) -> tuple[dict | None, dict]:
     """(factor at init, theory) of a run without summary.json, by the functions that write
     summary.json: analysis.factor_summary on step 0 of layers.csv (complete: every layer) and
-    runner.theory_at_init, which regenerates the data from the seed. (None, {}) if unknown."""
+    initial_theory.theory_at_init, which regenerates the data from the seed. (None, {}) if
+    unknown."""
     try:
         config = config_from_dict(run.config)
     except GradlabError:

@@ -26,7 +26,6 @@ as a run never stopped. params.npz holds the final parameters of every run.
 
 import datetime as dt
 import math
-import os
 import signal
 import sys
 import time
@@ -34,24 +33,22 @@ from pathlib import Path
 
 import numpy as np
 
-from gradlab import analysis, checkpoint, datafiles, residual_summary, theory, theory_widths
+from gradlab import analysis, checkpoint, datafiles, residual_summary
 from gradlab.config import Config, dump_config_yaml
-from gradlab.data import TEACHER_WIDTH, Batches, load_dataset
+from gradlab.data import Batches, load_dataset
 from gradlab.datafiles import Table
 from gradlab.engine import MLP, Probe, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
-from gradlab.engine.model import memory_footprint
 from gradlab.engine.residual import ResidualMLP
 from gradlab.errors import GradlabError
+from gradlab.initial_theory import effective_weight_scale, theory_at_init
 from gradlab.results import Run, RunWriter, layer_columns, read_run, start_run, versions
 from gradlab.schedule import learning_rate
+from gradlab.seeds import dropout_stream, seed_streams
 from gradlab.signals import StopFlag, stop_on_signals
 from gradlab.spectrum import SpectrumRecorder
 
 DEFAULT_RESULTS_ROOT = Path("results")
-# how the non-"normal" schemes scale sigma_w for a square hidden layer (fan_in = fan_out)
-_EFFECTIVE_SCALE = {"normal": 1.0, "uniform": 1.0, "orthogonal": 1.0, "xavier": 1.0}
-_EFFECTIVE_SCALE["he"] = math.sqrt(2.0)
 # where a divergence is placed when every array is finite: a loss that overflows on finite
 # outputs (e.g. 1e160 squared), or a global norm that overflows on finite gradients
 _UNLOCATED = {
@@ -66,7 +63,7 @@ def utc_now() -> str:
 
 def build_model(config: Config, rng: np.random.Generator) -> MLP:
     """The network of ``config``: an ``MLP``, or a ``ResidualMLP`` (model.residual.enabled).
-    With dropout, its masks come from the run's dropout generator (``_dropout_stream``),
+    With dropout, its masks come from the run's dropout generator (``seeds.dropout_stream``),
     which the model keeps as ``dropout_rng``."""
     model = config.model
     residual = model.residual
@@ -85,7 +82,7 @@ def _network_spec(config: Config) -> dict:
     model = config.model
     dropout_rng = None
     if model.dropout > 0:  # without dropout nothing is drawn, and no generator is made
-        dropout_rng = np.random.default_rng(_dropout_stream(config))
+        dropout_rng = np.random.default_rng(dropout_stream(config))
     return dict(
         input_dim=config.data.input_dim,
         output_dim=config.output_dim,
@@ -106,154 +103,6 @@ def _network_spec(config: Config) -> dict:
     )
 
 
-_RESIDUAL_NO_FACTOR = (
-    "residual network: no constant per-layer factor M to predict; the predicted profile is "
-    "summary.json's gradient_profile"
-)
-
-
-def predict_theory(config: Config, q0: float) -> dict:
-    """Mean-field prediction for this network at initialization (see gradlab.theory); for a
-    residual network none (its profile: ``residual_summary.predict``)."""
-    init = config.model.init
-    effective_scale = init.weight_scale * _EFFECTIVE_SCALE[init.scheme]
-    if config.model.residual.enabled:
-        prediction = _no_prediction(config, effective_scale, q0, _RESIDUAL_NO_FACTOR)
-        return {**prediction.to_dict(), "applies_to": "initialization"}
-    try:
-        prediction = theory.predict(
-            config.model.activation,
-            effective_scale,
-            init.bias_scale,
-            norm=config.model.norm,
-            q0=q0,
-            batch_size=config.resolved_batch_size,
-            tol=config.analysis.tol,
-            leaky_slope=config.model.leaky_slope,
-            dropout=config.model.dropout,
-        )
-    except OverflowError:  # e.g. weight_scale 1e200: sigma_w^2 is beyond the float range
-        reason = "no prediction: sigma_w^2, sigma_b^2 or q0 overflows a float"
-        prediction = _no_prediction(config, effective_scale, q0, reason)
-    result = prediction.to_dict()
-    result["applies_to"] = "initialization"
-    if len(set(config.model.widths)) > 1:  # see gradlab.theory_widths
-        reason = theory_widths.unpredictable_scheme(config.model.init.scheme, config.model.norm)
-        if reason is not None:
-            result.update(q_star=None, chi_1=None, factor=None, regime="unknown")
-            result.update(applicable=False, reason=reason, gradient_toward_input="unknown")
-            for key in ("xi_grad", "xi_q", "c_star", "chi_c", "xi_c"):  # theory_depth's
-                result[key] = None
-                result["notes"][key] = reason
-        result["width_factors"] = (
-            None if reason else theory_widths.width_factors(config.model.widths)
-        )
-    return result
-
-
-def _no_prediction(config: Config, effective_scale: float, q0: float, reason: str):
-    return theory.Prediction(
-        config.model.activation,
-        effective_scale,
-        config.model.init.bias_scale,
-        config.model.norm,
-        q0,
-        q_star=None,
-        chi_1=None,
-        factor=None,
-        regime="unknown",
-        critical_weight_scale=None,
-        applicable=False,
-        reason=reason,
-        dropout=config.model.dropout,
-        notes={key: reason for key in ("xi_grad", "xi_q", "c_star", "xi_c")},  # theory_depth's
-    )
-
-
-def _seed_streams(config: Config) -> list[np.random.SeedSequence]:
-    """The data, init and batch seeds: one SeedSequence(seed) spawns all three, so changing
-    the model never changes the data."""
-    return np.random.SeedSequence(config.seed).spawn(3)
-
-
-def _dropout_stream(config: Config) -> np.random.SeedSequence:
-    """The dropout masks' seed: the fourth child of SeedSequence(seed) (the first three,
-    ``_seed_streams``, are the same whether or not a fourth is spawned)."""
-    return np.random.SeedSequence(config.seed).spawn(4)[3]
-
-
-def theory_at_init(config: Config, x_train: np.ndarray | None = None) -> dict:
-    """predict_theory with q0 = the mean squared training input. Without ``x_train`` the run's
-    data is regenerated from its seed (a data file read again): the theory needs no training
-    (e.g. for a killed run)."""
-    if x_train is None:
-        x_train = load_dataset(config, np.random.default_rng(_seed_streams(config)[0])).x_train
-    return predict_theory(config, float(np.mean(np.square(x_train, dtype=np.float64))))
-
-
-_BASE_BYTES = 64 * 2**20  # Python with numpy and gradlab, a tiny run: 65-70 MiB measured
-_EVAL_TRAIN_SAMPLES = 1024  # ``_Training.evaluate`` measures the loss on this many
-_OPTIMIZER_COPIES = {"sgd": 1, "momentum": 2, "nesterov": 2, "adam": 3}  # + its ``updates``
-
-
-def estimate_memory(config: Config) -> int:
-    """Peak resident bytes a run of ``config`` needs, roughly (measured: within 10% for deep
-    or wide models, up to 1.5x high where the data dominate): the interpreter, then the
-    larger of making the data (the teacher's temporaries) and training (data, parameters,
-    gradients, optimizer state, the arrays backprop keeps, evaluation's two arrays; see
-    ``memory_footprint``)."""
-    data, model = config.data, config.model
-    itemsize = np.dtype(config.dtype).itemsize
-    samples = data.n_train + data.n_test
-    outputs = config.output_dim
-    # z, the inputs and their copy in ``dtype``; or z and the teacher's hidden layer, twice
-    widest = max(3 * data.input_dim, data.input_dim + 2 * TEACHER_WIDTH)
-    making_data = samples * (widest + 4 * outputs) * 8
-    copies = 2 + _OPTIMIZER_COPIES[config.train.optimizer] + (config.train.weight_decay > 0)
-    residual = model.residual
-    footprint = memory_footprint(
-        data.input_dim,
-        outputs,
-        model.depth,
-        model.widths,
-        model.activation,
-        model.norm,
-        config.dtype,
-        batch=config.resolved_batch_size,
-        eval_batch=max(data.n_test, min(data.n_train, _EVAL_TRAIN_SAMPLES)),
-        parameter_copies=copies,
-        dropout=model.dropout,
-        branch=residual.branch if residual.enabled else None,
-    )
-    training = samples * (data.input_dim + outputs) * itemsize + sum(footprint.values())
-    return _BASE_BYTES + max(making_data, training)
-
-
-def machine_memory_bytes() -> int | None:
-    """Physical memory of this machine, or None where the system does not say."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def memory_warning(config: Config, machine_bytes: int | None = None) -> str | None:
-    """A one-line warning when the run's estimated memory exceeds half of the machine's
-    (``machine_bytes``, default this machine's), else None."""
-    machine_bytes = machine_memory_bytes() if machine_bytes is None else machine_bytes
-    estimate = estimate_memory(config)
-    if machine_bytes is None or estimate <= machine_bytes / 2:
-        return None
-    return (
-        f"warning: this run needs about {_gigabytes(estimate)} of memory (estimate), more "
-        f"than half of this machine's {_gigabytes(machine_bytes)}"
-    )
-
-
-def _gigabytes(size: int) -> str:
-    return f"{size / 1e9:.3g} GB"
-
-
 class _Training:
     """State of one training run; ``run`` returns (status, summary)."""
 
@@ -266,7 +115,7 @@ class _Training:
         table: Table | None = None,
     ):
         self.config, self.writer, self.stop = config, writer, stop
-        data_seed, init_seed, batch_seed = _seed_streams(config)
+        data_seed, init_seed, batch_seed = seed_streams(config)
         self.dataset = load_dataset(config, np.random.default_rng(data_seed), table)
         # the dropout masks' generator (None without dropout) is self.model.dropout_rng
         self.model = build_model(config, np.random.default_rng(init_seed))
@@ -461,9 +310,9 @@ class _Training:
 
     def gradient_profile(self) -> dict:
         """summary.json's ``gradient_profile`` of a residual network (``residual_summary``)."""
-        config, init = self.config, self.config.model.init
+        config = self.config
         q0 = float(np.mean(np.square(self.dataset.x_train, dtype=np.float64)))
-        effective_scale = init.weight_scale * _EFFECTIVE_SCALE[init.scheme]
+        effective_scale = effective_weight_scale(config)
         measured = {
             label: (step, self.stream_input_norms[label], stats["delta_norm"])
             for label, stats, step in (

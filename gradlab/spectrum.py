@@ -86,7 +86,8 @@ class SpectrumRecorder:
 
     def summary(self, config, prediction: dict) -> dict:
         """summary.json's ``spectrum``: each measurement with its theory; ``prediction`` is the
-        run's mean-field theory at init (``runner.theory_at_init``: effective sigma_w, q0)."""
+        run's mean-field theory at init (``initial_theory.theory_at_init``: effective sigma_w,
+        q0)."""
         init = self.measured["init"]
         widths = {block.linear.fan_out for block in self.model.blocks}
         absent = None

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gradcheck import check_layer, check_model
 
-from gradlab import runner
+from gradlab import runner, seeds
 from gradlab.config import config_from_dict
 from gradlab.engine import MLP, Dropout, cross_entropy, mse
 from gradlab.engine.model import memory_footprint
@@ -131,7 +131,7 @@ def test_the_masks_come_from_the_runs_own_dropout_stream():
     assert model.dropout_rng.random() == np.random.default_rng(fourth).random()
     # the data, init and batch streams are the first three children, as before
     first_three = np.random.SeedSequence(0).spawn(4)[:3]
-    for new, old in zip(runner._seed_streams(config), first_three, strict=True):
+    for new, old in zip(seeds.seed_streams(config), first_three, strict=True):
         assert new.generate_state(4).tolist() == old.generate_state(4).tolist()
     assert runner.build_model(config_from_dict({}), np.random.default_rng(0)).dropout_rng is None
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gradlab import runner
+from gradlab import memory, runner
 from gradlab.cli import cli
 from gradlab.config import config_from_dict
 from gradlab.engine import MLP, Probe, mse
@@ -219,7 +219,7 @@ def test_estimate_is_close_to_the_measured_peak(spec, tmp_path):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    estimate = runner.estimate_memory(config) - runner._BASE_BYTES
+    estimate = memory.estimate_memory(config) - memory._BASE_BYTES
     assert peak / 1.5 < estimate < peak * 1.5, (peak, estimate)
 
 
@@ -229,7 +229,7 @@ def test_estimate_grows_with_depth_and_batch():
         for key, value in changes.items():
             section, field = key.split("__")
             base[section][field] = value
-        return runner.estimate_memory(config_from_dict(base))
+        return memory.estimate_memory(config_from_dict(base))
 
     base = estimate()
     assert estimate(model__depth=1000) > base + 9 * 100 * 64 * 64 * 8 * 3  # params, 3 copies
@@ -238,9 +238,9 @@ def test_estimate_grows_with_depth_and_batch():
 
 def test_memory_warning_only_above_half_the_machine():
     config = config_from_dict({"model": {"depth": 50}})
-    estimate = runner.estimate_memory(config)
-    assert runner.memory_warning(config, machine_bytes=2 * estimate) is None
-    warning = runner.memory_warning(config, machine_bytes=2 * estimate - 2)
+    estimate = memory.estimate_memory(config)
+    assert memory.memory_warning(config, machine_bytes=2 * estimate) is None
+    warning = memory.memory_warning(config, machine_bytes=2 * estimate - 2)
     assert warning.startswith("warning: ") and "\n" not in warning
     assert f"{estimate / 1e9:.3g} GB" in warning and f"{(2 * estimate - 2) / 1e9:.3g} GB" in warning
 
@@ -249,7 +249,7 @@ def test_memory_warning_only_above_half_the_machine():
 def test_run_command_warns_on_stderr_before_a_run_too_big(
     machine_bytes, warned, write_config, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(runner, "machine_memory_bytes", lambda: machine_bytes)
+    monkeypatch.setattr(memory, "machine_memory_bytes", lambda: machine_bytes)
     result = CliRunner().invoke(
         cli, ["run", str(write_config()), "--out", str(tmp_path / "r"), "--quiet"]
     )

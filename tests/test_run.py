@@ -315,7 +315,7 @@ def test_layers_csv_holds_what_a_plain_replay_of_the_run_measures(tmp_path):
     """Every logged row against the same training replayed without a probe (plain engine
     calls) and measured with numpy: gradient norms before clipping, ||W|| and the activations
     before the update, update_ratio = ||the clipped step|| / ||W before it||."""
-    from gradlab import runner
+    from gradlab import runner, seeds
     from gradlab.data import Batches, make_dataset
     from gradlab.engine import clip_gradients, get_loss, make_optimizer
 
@@ -333,7 +333,7 @@ def test_layers_csv_holds_what_a_plain_replay_of_the_run_measures(tmp_path):
         }
     )
     run = run_config(config, out=tmp_path / "run")
-    data_seed, init_seed, batch_seed = runner._seed_streams(config)
+    data_seed, init_seed, batch_seed = seeds.seed_streams(config)
     dataset = make_dataset(config, np.random.default_rng(data_seed))
     model = runner.build_model(config, np.random.default_rng(init_seed))
     batches = Batches(dataset.x_train, dataset.y_train, 32, np.random.default_rng(batch_seed))

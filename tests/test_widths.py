@@ -18,8 +18,9 @@ from gradlab.engine import MLP, Probe, mse
 from gradlab.engine.init import WEIGHT_INITS
 from gradlab.engine.model import memory_footprint
 from gradlab.errors import ConfigError, EngineError
+from gradlab.initial_theory import theory_at_init
+from gradlab.memory import estimate_memory
 from gradlab.report import summarize
-from gradlab.runner import estimate_memory, theory_at_init
 
 WIDTHS = [12, 12, 5, 12, 12, 7]  # a bottleneck at layer 3, a narrow last layer
 

@@ -19,8 +19,8 @@ from gradlab import analysis
 from gradlab.config import config_from_dict
 from gradlab.errors import GradlabError
 from gradlab.formatting import number_text
+from gradlab.initial_theory import theory_at_init
 from gradlab.results import Run
-from gradlab.runner import theory_at_init
 
 FIGSIZE = (6.4, 4.8)  # inches; at the default 150 dpi a 960 x 720 image
 WIDE_FIGSIZE = (10.0, 4.8)  # two panels side by side
@@ -179,7 +179,8 @@ def markers(n_points: int) -> dict:
 
 def theory_factor(run: Run) -> float | None:
     """The mean-field M of summary.json; for a run without one (killed), the same function
-    ``gradlab run`` and ``gradlab summary`` use (runner.theory_at_init, no training needed)."""
+    ``gradlab run`` and ``gradlab summary`` use (initial_theory.theory_at_init, no training
+    needed)."""
     theory = (run.summary or {}).get("theory")
     if theory is None:
         try:
