@@ -13,7 +13,6 @@ and the standard library only (no numpy, click or matplotlib).
 """
 
 import copy
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from gradlab import config_data, vocabulary
+from gradlab import config_data, config_rules, vocabulary
 from gradlab import schedule as lr_schedule
 from gradlab.config_checks import Range as _Range
 from gradlab.config_checks import above as _above
@@ -35,6 +34,8 @@ from gradlab.config_checks import (
     show,
     unknown_key,
 )
+from gradlab.config_rules import NAME_MAX_LENGTH as NAME_MAX_LENGTH  # for sweep names
+from gradlab.config_rules import NAME_PATTERN as NAME_PATTERN
 from gradlab.errors import ConfigError
 from gradlab.yaml_input import parse_override, read_yaml_file
 
@@ -100,8 +101,6 @@ RANGES: dict[str, _Range] = {
 
 LOSS_FOR_TASK = {"regression": "mse", "binary": "bce", "multiclass": "cross_entropy"}
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=,+-]*")
-NAME_MAX_LENGTH = 200
 DEFAULT_NAME = "run"  # for a config built from a dict, which has no file stem to borrow
 
 
@@ -191,23 +190,7 @@ class ModelConfig(_Section):
 
     def __post_init__(self):
         super().__post_init__()
-        if isinstance(self.width, list) and len(self.width) != self.depth:
-            raise fail(
-                "model.width",
-                f"a list needs one width per hidden layer (model.depth = {self.depth}), "
-                f"got {len(self.width)} entries",
-            )
-        if self.residual.enabled and len(set(self.widths)) > 1:
-            raise fail(
-                "model.width",
-                "a residual network needs one width (the stream's); "
-                f"got {self.width} with model.residual.enabled",
-            )
-        if self.residual.enabled and self.dropout > 0:
-            raise fail(
-                "model.dropout",
-                "dropout is not supported in residual blocks (model.residual.enabled); use 0",
-            )
+        config_rules.check_model(self)
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -297,10 +280,7 @@ class Config(_Section):
 
     def __post_init__(self):
         super().__post_init__()
-        _check_name(self.name)
-        _check_loss_for_task(self.train.loss, self.data.task)
-        _check_batch_size(self)
-        _check_spectrum(self)
+        config_rules.check_config(self)
 
     @property
     def resolved_loss(self) -> str:
@@ -320,68 +300,6 @@ class Config(_Section):
     def resolved_batch_size(self) -> int:
         """Examples per step as a number: "full" is ``data.n_train``."""
         return self.data.n_train if self.train.batch_size == "full" else self.train.batch_size
-
-
-# ---------------------------------------------------------------------------------------
-# Rules that join several keys.
-
-
-def _check_name(name: str) -> None:
-    """A run name is one safe folder under results/: no '/', no '..', no leading dot."""
-    if len(name) > NAME_MAX_LENGTH or not NAME_PATTERN.fullmatch(name):
-        raise fail(
-            "name",
-            f"{show(name)} is not a valid run name: use letters, digits and . _ = , + - "
-            f"(first a letter or digit, at most {NAME_MAX_LENGTH} characters, no '/')",
-        )
-
-
-def _check_loss_for_task(loss: str, task: str) -> None:
-    if loss == "bce" and task != "binary":
-        suggestion = "mse" if task == "regression" else "cross_entropy or mse"
-        raise fail("train.loss", f"'bce' needs data.task 'binary', got '{task}'; use {suggestion}")
-    if loss == "cross_entropy" and task == "regression":
-        raise fail(
-            "train.loss",
-            "'cross_entropy' needs data.task 'binary' or 'multiclass', got 'regression'; use mse",
-        )
-
-
-def _check_batch_size(config: Config) -> None:
-    batch_size, n_train = config.train.batch_size, config.data.n_train
-    if batch_size != "full" and batch_size > n_train:
-        raise fail(
-            "train.batch_size",
-            f"must be <= data.n_train ({n_train}), got {batch_size}; "
-            f"use 'full' for full-batch gradient descent",
-        )
-    if config.model.norm == "batch" and config.resolved_batch_size < 2:
-        got = f"'full' = data.n_train = {n_train}" if batch_size == "full" else str(batch_size)
-        raise fail(
-            "train.batch_size",
-            f"BatchNorm needs at least 2 samples per batch (model.norm is 'batch'), got {got}",
-        )
-
-
-def _check_spectrum(config: Config) -> None:
-    spectrum, n_train = config.analysis.spectrum, config.data.n_train
-    if spectrum.enabled and config.model.norm == "batch":
-        raise fail(
-            "analysis.spectrum.enabled",
-            "the per-sample Jacobian is not defined with model.norm 'batch' (the batch couples "
-            "the samples); use model.norm none or layer, or analysis.spectrum.enabled false",
-        )
-    if spectrum.enabled and config.model.residual.enabled:
-        raise fail(
-            "analysis.spectrum.enabled",
-            "the Jacobian spectrum of residual networks (model.residual.enabled) is not built "
-            "yet; use a plain network, or analysis.spectrum.enabled false",
-        )
-    if spectrum.samples > n_train:
-        raise fail(
-            "analysis.spectrum.samples",
-            f"must be <= data.n_train ({n_train}), got {spectrum.samples}",
-        )
 
 
 # ---------------------------------------------------------------------------------------
