@@ -5,7 +5,6 @@ Heavy modules are imported inside the commands, so ``gradlab --help`` stays fast
 imports matplotlib.
 """
 
-import json
 import math
 import sys
 
@@ -13,7 +12,6 @@ import click
 
 from gradlab import __version__, vocabulary
 from gradlab.errors import GradlabError
-from gradlab.formatting import number_text
 
 EXIT_INTERRUPTED = 130
 
@@ -72,6 +70,7 @@ def run_command(config_path, overrides, out, seed, force, resume_dir, quiet):
     from gradlab.config import load_config
     from gradlab.memory import memory_warning
     from gradlab.resume import resume_run
+    from gradlab.run_report import format_run_report
     from gradlab.runner import prepare_data, run_config
 
     if resume_dir is None and config_path is None:
@@ -212,10 +211,14 @@ def theory_command(
     if residual is not None:
         if critical_line or dropout > 0:
             raise UserError("--residual goes with neither --critical-line nor --dropout")
-        _residual_theory(
-            activation, weight_scale, bias_scale, norm, leaky_slope, q0, residual,
-            branch_scale, depth, norm_position, fmt,
-        )  # fmt: skip
+        try:
+            text = theory_report.format_residual(
+                activation, weight_scale, bias_scale, norm, leaky_slope, q0, residual,
+                branch_scale, depth, norm_position, fmt,
+            )  # fmt: skip
+        except GradlabError as error:
+            _fail(error)
+        click.echo(text)
         return
     try:
         if critical_line:
@@ -258,76 +261,6 @@ def _bias_scales(text: str | None, default: float) -> list[float]:
     return values
 
 
-def _residual_theory(
-    activation, weight_scale, bias_scale, norm, leaky_slope, q0, branch, branch_scale, depth,
-    norm_position, fmt,
-):  # fmt: skip
-    """``gradlab theory --residual``: the predicted profile, in text or JSON."""
-    from gradlab.results import to_jsonable
-    from gradlab.theory_residual import predict_residual
-
-    if depth is None:
-        raise UserError("--residual needs --depth (the number of residual blocks)")
-    if not (math.isfinite(branch_scale) and branch_scale > 0):
-        raise UserError(f"--branch-scale must be > 0 (a finite number), got {branch_scale:g}")
-    try:
-        prediction = predict_residual(
-            activation,
-            weight_scale,
-            bias_scale,
-            depth,
-            branch=branch,
-            branch_scale=branch_scale,
-            norm=norm,
-            norm_position=norm_position,
-            q0=q0,
-            leaky_slope=leaky_slope,
-        )
-    except OverflowError:
-        raise UserError("--weight-scale, --branch-scale or --q0 is too large (overflow)") from None
-    factors = prediction.factors
-    result = {
-        "activation": activation,
-        "weight_scale": weight_scale,
-        "bias_scale": bias_scale,
-        "norm": norm,
-        "norm_position": norm_position,
-        "residual": branch,
-        "branch_scale": branch_scale,
-        "depth": depth,
-        "q0": q0,
-        "applicable": prediction.applicable,
-        "ratio": prediction.ratio,
-        "factor_first_block": factors[0] if factors else None,
-        "factor_last_block": factors[-1] if factors else None,
-        "reason": prediction.reason,
-        "factors": list(factors) if factors else None,
-        "q": list(prediction.q) if prediction.q else None,
-    }
-    if fmt == "json":
-        click.echo(json.dumps(to_jsonable(result), indent=2))
-        return
-    missing = f"none ({prediction.reason})"
-    lines = [
-        f"activation={activation} weight_scale={_number(weight_scale, '.6g')} "
-        f"bias_scale={_number(bias_scale, '.6g')} norm={norm}"
-        + (f" norm_position={norm_position}" if norm != "none" else "")
-        + f" residual={branch}"
-        + (f" branch_scale={_number(branch_scale, '.6g')}" if branch == "full" else "")
-        + f" depth={depth}",
-        "predicted ratio        "
-        + (_number(result["ratio"], ".6g") if factors else missing)
-        + ("  (|dL/dx^0| / |dL/dx^depth|)" if factors else ""),
-    ]
-    if factors:
-        lines += [
-            f"factor at block 1      {_number(factors[0], '.6g')}",
-            f"factor at block {depth:<6} {_number(factors[-1], '.6g')}",
-            f"basis                  {prediction.reason}",
-        ]
-    click.echo("\n".join(lines))
-
-
 @cli.command("summary")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="PATH...")
 @click.option(
@@ -356,82 +289,6 @@ def summary_command(paths, fmt, group_by_seed):
         click.echo(summarize(paths, fmt, group_by_seed), nl=False)
     except GradlabError as error:
         _fail(error)
-
-
-def _number(value, spec=".3g"):
-    """A number in the run report and the theory output; nan when missing, so each
-    key=value of the last line stays one token."""
-    return number_text(value, spec, missing="nan")
-
-
-def format_run_report(run, max_rows: int = 24) -> str:
-    """The end-of-run stdout: per-layer gradient norms (init, end), the verdict sentences, M
-    against theory, and a key=value line. ``verdict`` is the regime at initialization (what
-    theory predicts); ``verdict_final`` the regime of the trained network."""
-    from gradlab import analysis
-
-    summary = run.summary or {}
-    layers = summary.get("layers", {})
-    init = layers.get("init", {}).get("weight_grad_norm", [])
-    final = layers.get("final", {}).get("weight_grad_norm", [])
-    depth = len(init)
-    shown = list(range(depth))
-    lines = []
-    if depth > max_rows:
-        stride = math.ceil(depth / (max_rows - 1))
-        shown = sorted(set(range(0, depth, stride)) | {depth - 1})
-        lines.append(f"(one layer in {stride}; all layers in {run.path / 'layers.csv'})")
-    final_step = layers.get("final", {}).get("step")
-    widths = analysis.varying_widths((run.config.get("model") or {}).get("width"))
-    width_head = "" if widths is None else f"  {'width':>5}"
-    lines.append(
-        f"{'layer':>5}{width_head}  {'|dL/dW| init':>12}  {'|dL/dW| step ' + str(final_step):>16}"
-    )
-    for i in shown:
-        end = final[i] if i < len(final) else None
-        width = "" if widths is None else f"  {widths[i] if i < len(widths) else '':>5}"
-        lines.append(f"{i + 1:>5}{width}  {_number(init[i], '.3e'):>12}  {_number(end, '.3e'):>16}")
-    factors = summary.get("gradient_factor", {})
-    at_init, at_end = factors.get("init") or {}, factors.get("final") or {}
-    m_init, m_final = at_init.get("delta"), at_end.get("delta")
-    theory = summary.get("theory") or {}
-    predicted = theory.get("factor") if theory.get("applicable") else None
-    profile = summary.get("gradient_profile") or {}  # residual networks only
-    fit = " (constant-M fit)" if profile else ""
-    for label in ("init", "final"):
-        if label in profile and (label == "init" or profile[label]["step"] != 0):
-            where = "at init" if label == "init" else f"at step {profile[label]['step']}"
-            lines.append(f"{where}: {profile[label]['sentence']}")
-    if at_init.get("sentence"):
-        lines.append(f"at init{fit}: {at_init['sentence']}")
-    if at_end.get("sentence") and at_end.get("step") != at_init.get("step"):
-        lines.append(f"at step {at_end['step']}{fit}: {at_end['sentence']}")
-    if predicted is not None:
-        lines.append(
-            f"measured M at init {_number(m_init, '.4g')}, mean-field theory "
-            f"{_number(predicted, '.4g')} ({theory.get('regime')})"
-        )
-    if at_init.get("width_steps"):
-        lines.extend(analysis.describe_width_steps(at_init["width_steps"]))
-    if summary.get("spectrum"):
-        from gradlab.spectrum import describe
-
-        for label, block in summary["spectrum"].items():
-            lines.append(
-                describe("at init" if label == "init" else f"at step {block['step']}", block)
-            )
-    if summary.get("divergence"):
-        d = summary["divergence"]
-        lines.append(
-            f"diverged at step {d['step']}: non-finite {d.get('quantity', 'value')} in the "
-            f"{d['pass']} pass, layer {d['layer']}"
-        )
-    lines.append(
-        f"status={run.status} M_init={_number(m_init, '.4g')} M_final={_number(m_final, '.4g')} "
-        f"theory={_number(predicted, '.4g')} verdict={at_init.get('regime', 'unknown')} "
-        f"verdict_final={at_end.get('regime', 'unknown')} path={run.path}"
-    )
-    return "\n".join(lines)
 
 
 @cli.command("sweep")

@@ -4,6 +4,7 @@ import json
 import math
 
 from gradlab import theory
+from gradlab.errors import GradlabError
 from gradlab.formatting import number_text
 
 _WIDTH = 23  # the label column
@@ -143,3 +144,75 @@ def format_critical_line(rows: list[dict], header: dict, fmt: str = "text") -> s
 
 def _config_value(value) -> str:
     return value if isinstance(value, str) else _number(value)
+
+
+def format_residual(
+    activation, weight_scale, bias_scale, norm, leaky_slope, q0, branch, branch_scale, depth,
+    norm_position, fmt,
+) -> str:  # fmt: skip
+    """``gradlab theory --residual``: the predicted profile, in text or JSON; a GradlabError
+    for options that do not make one."""
+    from gradlab.atomic import to_jsonable
+    from gradlab.theory_residual import predict_residual
+
+    if depth is None:
+        raise GradlabError("--residual needs --depth (the number of residual blocks)")
+    if not (math.isfinite(branch_scale) and branch_scale > 0):
+        raise GradlabError(f"--branch-scale must be > 0 (a finite number), got {branch_scale:g}")
+    try:
+        prediction = predict_residual(
+            activation,
+            weight_scale,
+            bias_scale,
+            depth,
+            branch=branch,
+            branch_scale=branch_scale,
+            norm=norm,
+            norm_position=norm_position,
+            q0=q0,
+            leaky_slope=leaky_slope,
+        )
+    except OverflowError:
+        raise GradlabError(
+            "--weight-scale, --branch-scale or --q0 is too large (overflow)"
+        ) from None
+    factors = prediction.factors
+    result = {
+        "activation": activation,
+        "weight_scale": weight_scale,
+        "bias_scale": bias_scale,
+        "norm": norm,
+        "norm_position": norm_position,
+        "residual": branch,
+        "branch_scale": branch_scale,
+        "depth": depth,
+        "q0": q0,
+        "applicable": prediction.applicable,
+        "ratio": prediction.ratio,
+        "factor_first_block": factors[0] if factors else None,
+        "factor_last_block": factors[-1] if factors else None,
+        "reason": prediction.reason,
+        "factors": list(factors) if factors else None,
+        "q": list(prediction.q) if prediction.q else None,
+    }
+    if fmt == "json":
+        return json.dumps(to_jsonable(result), indent=2)
+    missing = f"none ({prediction.reason})"
+    lines = [
+        f"activation={activation} weight_scale={_number(weight_scale, '.6g')} "
+        f"bias_scale={_number(bias_scale, '.6g')} norm={norm}"
+        + (f" norm_position={norm_position}" if norm != "none" else "")
+        + f" residual={branch}"
+        + (f" branch_scale={_number(branch_scale, '.6g')}" if branch == "full" else "")
+        + f" depth={depth}",
+        "predicted ratio        "
+        + (_number(result["ratio"], ".6g") if factors else missing)
+        + ("  (|dL/dx^0| / |dL/dx^depth|)" if factors else ""),
+    ]
+    if factors:
+        lines += [
+            f"factor at block 1      {_number(factors[0], '.6g')}",
+            f"factor at block {depth:<6} {_number(factors[-1], '.6g')}",
+            f"basis                  {prediction.reason}",
+        ]
+    return "\n".join(lines)

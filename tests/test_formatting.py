@@ -63,7 +63,7 @@ def test_config_text_shows_values_as_given(value, text):
 def test_callers_format_through_number_text(monkeypatch):
     """The CLI, the summary table and figure labels all go through number_text: replacing
     it changes what each of them prints."""
-    from gradlab import cli, formatting, report
+    from gradlab import formatting, report, run_report
     from gradlab.figures import common
 
     calls = []
@@ -72,9 +72,9 @@ def test_callers_format_through_number_text(monkeypatch):
         calls.append(spec)
         return "X"
 
-    for module in (cli, report, common):
+    for module in (run_report, report, common):
         monkeypatch.setattr(module, "number_text", spy)
-    assert cli._number(1.5) == "X" and report._measured_text(1.5) == "X"
+    assert run_report.number(1.5) == "X" and report._measured_text(1.5) == "X"
     assert common.fmt(1.5, ".4g") == "X"
     assert calls == [".3g", ".4g", ".4g"]
     assert formatting.number_text is not spy  # the module itself was left alone

@@ -263,7 +263,7 @@ def test_a_bottleneck_steps_the_weight_gradient_not_the_delta_norm(tmp_path):
     """docs/tutorial.md, section 8: across a 32-unit bottleneck in 256-unit relu layers at the
     edge of chaos |delta_l| keeps M = 1 without a step (per unit it would be sqrt(8) = 2.8),
     and the weight gradient of the layers fed by the bottleneck drops by about sqrt(32/256)."""
-    from gradlab.cli import format_run_report
+    from gradlab.run_report import format_run_report
 
     result = run("bottleneck", tmp_path, train__steps=0)
     factor = result.summary["gradient_factor"]["init"]

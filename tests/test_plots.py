@@ -14,11 +14,12 @@ import pytest
 from click.testing import CliRunner
 
 from gradlab import plots
-from gradlab.cli import cli, format_run_report
+from gradlab.cli import cli
 from gradlab.config import config_from_dict
 from gradlab.errors import GradlabError
 from gradlab.figures.common import PlainLogFormatter
 from gradlab.results import read_run
+from gradlab.run_report import format_run_report
 from gradlab.runner import run_config
 
 TINY = {

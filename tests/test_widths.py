@@ -329,7 +329,7 @@ def test_a_fan_out_init_scheme_with_different_widths_has_no_theory():
 
 
 def test_the_run_report_shows_each_layers_width_and_the_steps(bottleneck):
-    from gradlab.cli import format_run_report
+    from gradlab.run_report import format_run_report
 
     report = format_run_report(bottleneck)
     lines = report.splitlines()
