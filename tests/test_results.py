@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from gradlab import results
+from gradlab import csv_files, results
 from gradlab.results import RUN_FILES, read_csv_columns, read_run
 
 COLUMNS = ("step", "a", "b")
@@ -38,7 +38,7 @@ def _write(tmp_path, lines, name="x.csv"):
 def _slow(path, columns, monkeypatch):
     """read_csv_columns with the numpy fast path switched off."""
     with monkeypatch.context() as patch:
-        patch.setattr(results, "_numeric_table", lambda body, width: None)
+        patch.setattr(csv_files, "_numeric_table", lambda body, width: None)
         return read_csv_columns(path, columns)
 
 
@@ -56,7 +56,7 @@ def test_fast_parser_reads_every_float_bit_for_bit(tmp_path, monkeypatch):
     lines = ["step,a,b"] + [f"{i},{v!r},{-v!r}" for i, v in enumerate(values)]
     path = _write(tmp_path, lines)
     fast = read_csv_columns(path, COLUMNS)
-    assert results._numeric_table("1,2,3\n", 3) is not None  # the fast path is the one used
+    assert csv_files._numeric_table("1,2,3\n", 3) is not None  # the fast path is the one used
     _assert_columns_equal(fast, _slow(path, COLUMNS, monkeypatch))
     np.testing.assert_array_equal(fast["a"], np.array(values))
 
