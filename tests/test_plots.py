@@ -160,7 +160,7 @@ def test_comparison_legend_names_the_differing_key(runs):
 @pytest.mark.parametrize("kind", ["normal", "diverged", "steps0", "underflow", "depth1"])
 def test_every_figure_has_title_labels_and_a_legend_for_several_lines(runs, kind):
     run = runs[kind]
-    for name, build in plots._run_figures(run).items():
+    for name, build in plots.run_figures(run).items():
         figure = build()
         panels = [panel for panel in figure.axes if panel.get_label() != "<colorbar>"]
         ax = panels[0]  # panels share x: the bottom one carries its label
@@ -233,7 +233,7 @@ def test_figures_without_any_data_still_draw(runs):
     for column in ("step", "train_loss", "test_loss", "grad_norm"):
         run.metrics[column] = np.full(1, np.nan)
     run.layers = {column: np.zeros(0) for column in run.layers}
-    for name, build in plots._run_figures(run).items():
+    for name, build in plots.run_figures(run).items():
         assert build().axes[0].texts, name  # a "no ... logged" note instead of a curve
 
 

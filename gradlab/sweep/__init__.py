@@ -46,6 +46,7 @@ from gradlab.sweep.execute import (
     _WorkerPool,
     default_jobs,
     format_report,
+    read_sweep_record,
     run_sweep,
     worker_environment,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "parse_shard",
     "plan_sweep",
     "point_name_for",
+    "read_sweep_record",
     "run_sweep",
     "select_shard",
     "worker_environment",
