@@ -61,7 +61,7 @@ screenshot() {  # screenshot FOLDER NAME FRAGMENT: `gradlab report FOLDER` in he
     "$browser" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
         --disable-background-networking --disable-component-update --disable-sync \
         --host-resolver-rules="MAP * ~NOTFOUND" --user-data-dir="$profile" \
-        --hide-scrollbars --virtual-time-budget=5000 --window-size=1280,1500 \
+        --hide-scrollbars --virtual-time-budget=5000 --window-size=1280,2300 \
         --screenshot="$PWD/$FIG/$2.png" "file://$OUT/$1/report.html#$3" 2> /dev/null
     rm -rf "$profile"
 }

@@ -166,7 +166,10 @@ def run_section(index: int, row: dict, run: Run, root: Path, problems: list[str]
     Its name and status are those of its ``row`` in the summary table."""
     problems = [*run.problems, *_missing_files(run), *problems]
     sentences = []
-    init, final = factor_of(run, "init"), factor_of(run, "final")
+    try:  # from summary.json, or from layers.csv for a run without one
+        init, final = factor_of(run, "init"), factor_of(run, "final")
+    except ValueError:  # layers.csv unreadable: among the problems already
+        init, final = {}, {}
     if init.get("sentence"):
         sentences.append(("at init", init.get("regime", "unknown"), init["sentence"]))
     if final.get("sentence") and final.get("step") != init.get("step"):
