@@ -48,6 +48,23 @@ figure() {  # figure SOURCE.png NAME: copy one figure into docs/figures/
 plot() {  # plot FOLDER: draw the figures of a run folder (not with --runs-only)
     ((RUNS_ONLY)) || $GRADLAB plot "$OUT/$1" > /dev/null
 }
+screenshot() {  # screenshot FOLDER NAME FRAGMENT: `gradlab report FOLDER` in headless Chromium
+    ((RUNS_ONLY)) && return
+    local gradlab=$GRADLAB browser profile
+    [[ $gradlab != */* ]] || gradlab=$PWD/$gradlab
+    (cd "$OUT" && $gradlab report "$1" > /dev/null)  # the page names the folder as given
+    browser=$(command -v chromium || command -v chromium-browser || command -v google-chrome) || {
+        echo "make_figures.sh: no chromium on PATH (apt-get install chromium): $FIG/$2.png kept" >&2
+        return
+    }
+    profile=$(mktemp -d)
+    "$browser" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+        --disable-background-networking --disable-component-update --disable-sync \
+        --host-resolver-rules="MAP * ~NOTFOUND" --user-data-dir="$profile" \
+        --hide-scrollbars --virtual-time-budget=5000 --window-size=1280,2300 \
+        --screenshot="$PWD/$FIG/$2.png" "file://$OUT/$1/report.html#$3" 2> /dev/null
+    rm -rf "$profile"
+}
 
 # 1. vanishing, exploding, critical: the per-layer factor M against theory
 run vanishing flow/vanishing
@@ -100,6 +117,7 @@ $GRADLAB sweep configs/sweeps/phase_diagram.yaml --out "$OUT/phase_diagram" --qu
 $GRADLAB summary "$OUT/phase_diagram" | tee "$OUT/phase_diagram_summary.txt"
 plot phase_diagram
 figure phase_diagram/plots/phase_factor.png phase_diagram
+screenshot phase_diagram phase_diagram_report "sort=M_init"
 
 # 8. a bottleneck: hidden layers of different widths
 run bottleneck widths/bottleneck

@@ -388,5 +388,33 @@ def plot_command(paths, fmt, out, dpi):
         click.echo(str(path))
 
 
+@cli.command("report")
+@click.argument("path", type=click.Path(), metavar="PATH")
+@click.option("--out", type=click.Path(), help="The HTML file (default PATH/report.html).")
+@click.option("--open", "open_page", is_flag=True, help="Open the page in the default browser.")
+@click.option(
+    "--jobs", "-j", type=click.IntRange(min=1), help="Processes drawing figures (default: cores)."
+)
+def report_command(path, out, open_page, jobs):
+    """One self-contained web page for the runs at or below PATH (a sweep, a folder of runs,
+    or one run): the summary table (sortable, filterable), the comparison figures and phase
+    diagram, and per run its figures, verdict sentences, resolved config and divergence record.
+
+    Works offline, opened from disk: figures and script are inside the file. Prints the file
+    written; problems with a run's files are listed on the page and on stderr. Exit 2 when
+    PATH holds no runs or the file cannot be written."""
+    from gradlab.webreport import write_report  # matplotlib and Jinja2 only for this command
+
+    try:
+        written, warnings = write_report(path, out, jobs)
+    except GradlabError as error:
+        _fail(error)
+    for message in warnings:
+        click.echo(f"warning: {message}", err=True)
+    click.echo(str(written))
+    if open_page:
+        click.launch(str(written))
+
+
 def main():
     cli(prog_name="gradlab")

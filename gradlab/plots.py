@@ -39,7 +39,9 @@ __all__ = [
     "compare_loss",
     "compare_spectrum",
     "compare_update_ratio",
+    "draw_figures",
     "gradient_by_layer",
+    "group_figures",
     "layer_heatmap",
     "loss_curves",
     "measured_factor",
@@ -49,6 +51,7 @@ __all__ = [
     "plot_group",
     "plot_paths",
     "plot_run",
+    "run_figures",
     "run_labels",
     "save_figure",
     "spectrum_density",
@@ -112,19 +115,20 @@ def plot_paths(paths: Iterable, fmt: str = "png", out=None, dpi: int = DPI) -> P
 def plot_run(run: Run, directory, fmt: str = "png", dpi: int = DPI) -> Plotted:
     """The figures of one run, into ``directory`` (the spectrum only if it was measured)."""
     warnings = []
-    written = _draw_all(_run_figures(run), Path(directory), fmt, dpi, warnings, str(run.path))
+    written = _draw_all(run_figures(run), Path(directory), fmt, dpi, warnings, str(run.path))
     return Plotted(written, warnings)
 
 
 def plot_group(runs: Sequence[Run], directory, fmt: str = "png", dpi: int = DPI) -> Plotted:
     """Comparison figures of several runs (and the phase diagram when it applies)."""
     warnings = []
-    figures = _group_figures(list(runs))
+    figures = group_figures(list(runs))
     written = _draw_all(figures, Path(directory), fmt, dpi, warnings, str(directory))
     return Plotted(written, warnings)
 
 
-def _run_figures(run: Run) -> dict:
+def run_figures(run: Run) -> dict:
+    """The figures of one run: file name -> a function that draws it."""
     figures = {
         "gradient_by_layer": lambda: gradient_by_layer(run),
         "gradient_heatmap": lambda: layer_heatmap(run, "weight_grad_norm"),
@@ -137,7 +141,8 @@ def _run_figures(run: Run) -> dict:
     return figures
 
 
-def _group_figures(runs: list[Run]) -> dict:
+def group_figures(runs: list[Run]) -> dict:
+    """The comparison figures of several runs (and the phase diagrams when they apply)."""
     figures = {
         "compare_gradient_by_layer": lambda: compare_gradient_by_layer(runs),
         "compare_loss": lambda: compare_loss(runs),
@@ -153,26 +158,36 @@ def _group_figures(runs: list[Run]) -> dict:
 
 
 def _draw_all(figures: dict, directory: Path, fmt: str, dpi: int, warnings: list, where: str):
-    """Build and save each figure: one that cannot be drawn becomes a warning, one that
-    cannot be written (an unwritable folder) a GradlabError."""
-    written = []
-    for name, build in figures.items():
+    """Draw and save each figure as ``directory/<name>.<fmt>``; a figure that cannot be
+    written (an unwritable folder) is a GradlabError."""
+
+    def save(name: str, figure: Figure) -> Path:
         path = directory / f"{name}.{fmt}"
+        try:
+            save_figure(figure, path, fmt, dpi)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise GradlabError(f"cannot write figure {path}: {reason}") from error
+        return path
+
+    return draw_figures(figures, save, warnings, where)
+
+
+def draw_figures(figures: dict, save, warnings: list, where: str) -> list:
+    """Build each figure of ``figures`` (name -> builder) in gradlab's style and hand it to
+    ``save(name, figure)``; returns what ``save`` returned, in order. A figure that cannot be
+    drawn becomes a warning naming ``where``; a GradlabError from ``save`` propagates."""
+    saved = []
+    for name, build in figures.items():
         try:
             with matplotlib.rc_context(STYLE):  # svg.fonttype is read when saving
                 figure = build()
                 if figure is None:
                     continue
-                try:
-                    save_figure(figure, path, fmt, dpi)
-                except OSError as error:
-                    reason = error.strerror or str(error)
-                    raise GradlabError(f"cannot write figure {path}: {reason}") from error
+                saved.append(save(name, figure))
         except (ValueError, KeyError, TypeError, IndexError, OSError) as error:
             warnings.append(f"{where}: {name} not drawn ({type(error).__name__}: {error})")
-            continue
-        written.append(path)
-    return written
+    return saved
 
 
 def save_figure(figure: Figure, path: Path, fmt: str, dpi: int = DPI) -> None:

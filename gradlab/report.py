@@ -25,10 +25,12 @@ import math
 import re
 import statistics
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from operator import itemgetter
 from pathlib import Path
+from typing import NamedTuple
 
 from gradlab.analysis import (
     differing_keys,
@@ -127,7 +129,10 @@ def _from_files(run) -> tuple[dict | None, dict]:
         config = config_from_dict(run.config)
     except GradlabError:
         return None, {}
-    layer_steps = run.layers["step"]
+    try:
+        layer_steps = run.layers["step"]
+    except ValueError:  # a cell of layers.csv that is not a number
+        return None, {}
     if layer_steps.size == 0 or (layer_steps == 0).sum() != config.model.depth:
         return None, {}
     _, delta_norms = run.layer_matrix("delta_norm")  # row 0 is step 0
@@ -190,34 +195,59 @@ def _measured_text(value, digits: int = 4) -> str:
 def format_summary(summary: Summary, fmt: str = "table") -> str:
     """Render a summary; csv and json keep full dotted keys, the run path and (grouped) each
     measured value's mean, std and count."""
-    keys, rows, grouped = summary.keys, summary.rows, summary.grouped
+    keys, rows = summary.keys, summary.rows
     if fmt == "json":
         return json.dumps(to_jsonable(rows), indent=2) + "\n"
     if fmt == "csv":
         return _csv(keys, rows)
     if fmt != "table":
         raise GradlabError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    labels = shortest_suffixes(keys, summary.all_keys, reserved=_OWN_COLUMNS)
-    columns = [(label, _config_cell(key)) for label, key in zip(labels, keys, strict=True)]
-    if grouped:  # a point has no name; its count of runs instead
-        columns += [("count", lambda row: str(row["count"])), ("status", itemgetter("status"))]
-    else:
-        columns = [("name", itemgetter("name")), ("status", itemgetter("status")), *columns]
-    for column in RESULT_COLUMNS:
-        if column not in MEASURED:
-            columns.append((column, itemgetter(column)))
-        elif grouped:
-            columns.append((column, partial(_spread_text, column=column)))
-        else:
-            columns.append((column, lambda row, column=column: _measured_text(row[column])))
-    table = [[header for header, _ in columns]]
-    table += [[cell(row) for _, cell in columns] for row in rows]
+    columns = table_columns(summary)
+    table = [[column.header for column in columns]]
+    table += [[column.text(row) for column in columns] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
         for line in table
     ]
     return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+class Column(NamedTuple):
+    """A column of the summary table: its header, the row field it shows (the field's raw
+    value is what a sortable table sorts by) and the cell's text."""
+
+    header: str
+    field: str
+    text: Callable[[dict], str]
+
+
+def table_columns(summary: Summary) -> list[Column]:
+    """The table's columns, as ``gradlab summary`` prints them (and ``gradlab report`` shows
+    them): name and status (a point's count and status when grouped), the varying config keys
+    by their shortest unambiguous names, then the results."""
+    keys, grouped = summary.keys, summary.grouped
+    labels = shortest_suffixes(keys, summary.all_keys, reserved=_OWN_COLUMNS)
+    columns = [
+        Column(label, key, _config_cell(key)) for label, key in zip(labels, keys, strict=True)
+    ]
+    status = Column("status", "status", itemgetter("status"))
+    if grouped:  # a point has no name; its count of runs instead
+        columns += [Column("count", "count", lambda row: str(row["count"])), status]
+    else:
+        columns = [Column("name", "name", itemgetter("name")), status, *columns]
+    for column in RESULT_COLUMNS:
+        if column not in MEASURED:
+            columns.append(Column(column, column, itemgetter(column)))
+        elif grouped:
+            columns.append(Column(column, f"{column}_mean", partial(_spread_text, column=column)))
+        else:
+            columns.append(Column(column, column, partial(_measured_cell, column=column)))
+    return columns
+
+
+def _measured_cell(row: dict, column: str) -> str:
+    return _measured_text(row[column])
 
 
 def _config_cell(key: str):

@@ -72,6 +72,8 @@ RUN_FILES = (
     PARAMS_FILE,
     CHECKPOINT_FILE,
 )
+REPORT_PAGE = "report.html"  # `gradlab report PATH` writes PATH/report.html
+RUN_OUTPUTS = ("plots", REPORT_PAGE)  # what `gradlab plot` and `gradlab report` put in a run
 # what meta.json gains when a run ends; a resumed run is running again, without them
 _END_KEYS = ("ended_at", "wall_time_s", "step_reached", "error", "signal", "divergence")
 
@@ -304,11 +306,11 @@ def is_run_dir(path: Path) -> bool:
 
 
 def holds_only_run_files(path: Path) -> bool:
-    """True if everything in the folder ``path`` is a run's files, its plots or leftover
-    temporary files: a run's folder (perhaps of a run killed before meta.json was written),
-    which ``--force`` and a sweep may replace."""
+    """True if everything in the folder ``path`` is a run's files, its plots, its report page
+    or leftover temporary files: a run's folder (perhaps of a run killed before meta.json was
+    written), which ``--force`` and a sweep may replace."""
     return all(
-        entry.name in RUN_FILES or entry.name == "plots" or entry.name.startswith(".")
+        entry.name in RUN_FILES or entry.name in RUN_OUTPUTS or entry.name.startswith(".")
         for entry in Path(path).iterdir()
     )
 
@@ -349,6 +351,9 @@ def read_run(path) -> Run:
     summary = None
     if (path / "summary.json").exists():
         summary, problem = _parse_file(path / "summary.json")
+        if problem is None and not isinstance(summary, dict):
+            problem = "summary.json unreadable: a JSON object expected"
+            summary = None
         problems += [problem] if problem else []
     if meta.get("status") == "running":
         problems.append("incomplete: meta.json still says running (killed, or still going)")

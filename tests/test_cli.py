@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from gradlab.cli import cli
 
-COMMANDS = ["run", "config", "theory", "summary", "plot", "sweep"]
+COMMANDS = ["run", "config", "theory", "summary", "plot", "sweep", "report"]
 
 
 def invoke(*args):

@@ -161,7 +161,7 @@ def test_comparison_legend_names_the_differing_key(runs):
 @pytest.mark.parametrize("kind", ["normal", "diverged", "steps0", "underflow", "depth1"])
 def test_every_figure_has_title_labels_and_a_legend_for_several_lines(runs, kind):
     run = runs[kind]
-    for name, build in plots._run_figures(run).items():
+    for name, build in plots.run_figures(run).items():
         figure = build()
         panels = [panel for panel in figure.axes if panel.get_label() != "<colorbar>"]
         ax = panels[0]  # panels share x: the bottom one carries its label
@@ -234,7 +234,7 @@ def test_figures_without_any_data_still_draw(runs):
     for column in ("step", "train_loss", "test_loss", "grad_norm"):
         run.metrics[column] = np.full(1, np.nan)
     run.layers = {column: np.zeros(0) for column in run.layers}
-    for name, build in plots._run_figures(run).items():
+    for name, build in plots.run_figures(run).items():
         assert build().axes[0].texts, name  # a "no ... logged" note instead of a curve
 
 
@@ -573,4 +573,4 @@ def test_runs_differing_in_their_schedule_get_the_update_ratio_comparison(tmp_pa
     assert len(figure.axes) == 4  # three panels and the colour bar of the layers
     # runs that do not differ in their schedule: the figures they always had, no more
     norms = [read_run(runs["norms"] / norm) for norm in ("none", "batch")]
-    assert "compare_update_ratio" not in plots._group_figures(norms)
+    assert "compare_update_ratio" not in plots.group_figures(norms)

@@ -177,16 +177,23 @@ def markers(n_points: int) -> dict:
     return {"marker": "o", "markersize": 3} if n_points <= 30 else {}
 
 
-def theory_factor(run: Run) -> float | None:
-    """The mean-field M of summary.json; for a run without one (killed), the same function
+def theory_record(run: Run) -> dict | None:
+    """The mean-field theory of summary.json; for a run without one (killed), the same function
     ``gradlab run`` and ``gradlab summary`` use (initial_theory.theory_at_init, no training
-    needed)."""
+    needed).
+    None when this version cannot read the run's config."""
     theory = (run.summary or {}).get("theory")
     if theory is None:
         try:
             theory = theory_at_init(config_from_dict(run.config))
         except GradlabError:  # a config this version cannot read: no theory to show
             return None
+    return theory
+
+
+def theory_factor(run: Run) -> float | None:
+    """The theory's M (``theory_record``), None where it does not apply."""
+    theory = theory_record(run) or {}
     factor = theory.get("factor")
     if not theory.get("applicable") or factor is None or not math.isfinite(factor):
         return None

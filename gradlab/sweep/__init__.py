@@ -52,6 +52,7 @@ from gradlab.sweep.execute import (
     _WorkerPool,
     default_jobs,
     format_report,
+    read_sweep_record,
     run_sweep,
     worker_environment,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "plan_sweep",
     "point_name_for",
     "point_statuses",
+    "read_sweep_record",
     "run_sweep",
     "select_shard",
     "worker_environment",

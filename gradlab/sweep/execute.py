@@ -30,6 +30,7 @@ from gradlab.sweep.plan import Plan, PlannedPoint
 # set in every worker before numpy is imported: one BLAS thread per run, parallelism by runs
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _LEFT_ALONE = '{"left": '  # a worker's stdout line when it did not run its point
+SWEEP_RECORD = "sweep.json"  # in the sweep's root: the spec and every point's overrides
 
 
 @dataclass
@@ -52,6 +53,16 @@ class SweepReport:
     @property
     def failures(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == "failed"]
+
+
+def read_sweep_record(folder) -> dict | None:
+    """``<folder>/sweep.json`` as ``run_sweep`` wrote it (``Sweep.to_json``: name, spec, the
+    points), or None when the folder has none or it cannot be read as a JSON object."""
+    try:
+        record = json.loads((Path(folder) / SWEEP_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def default_jobs() -> int:
@@ -80,7 +91,7 @@ def run_sweep(plan: Plan, jobs: int | None = None, progress: bool = False) -> Sw
     existed = root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(root / "sweep.json", plan.sweep.to_json())
+        atomic_write_json(root / SWEEP_RECORD, plan.sweep.to_json())
     except OSError as error:
         if not existed:
             with contextlib.suppress(OSError):
