@@ -62,16 +62,9 @@ SPECTRUM_COLUMNS = ("step", "sample", "rank", "singular_value")
 STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
 DONE_STATUSES = ("completed", "diverged")  # a finished run: a sweep does not run it again
 PARAMS_FILE, CHECKPOINT_FILE = "params.npz", "checkpoint.npz"  # written by gradlab.checkpoint
-RUN_FILES = (
-    "config.yaml",
-    "meta.json",
-    "metrics.csv",
-    "layers.csv",
-    "summary.json",
-    "spectrum.csv",
-    PARAMS_FILE,
-    CHECKPOINT_FILE,
-)
+# every run has these (summary.json once it ended); the others only with the options that write them
+CORE_FILES = ("config.yaml", "meta.json", "metrics.csv", "layers.csv", "summary.json")
+RUN_FILES = (*CORE_FILES, "spectrum.csv", PARAMS_FILE, CHECKPOINT_FILE)
 REPORT_PAGE = "report.html"  # `gradlab report PATH` writes PATH/report.html
 RUN_OUTPUTS = ("plots", REPORT_PAGE)  # what `gradlab plot` and `gradlab report` put in a run
 # what meta.json gains when a run ends; a resumed run is running again, without them

@@ -15,7 +15,7 @@ from gradlab.analysis import flatten
 from gradlab.figures.common import factor_of, theory_record
 from gradlab.formatting import config_text, number_text
 from gradlab.report import Summary, table_columns
-from gradlab.results import DONE_STATUSES, RUN_FILES, Run
+from gradlab.results import CORE_FILES, DONE_STATUSES, Run
 from gradlab.vocabulary import REGIMES, regime_of
 
 # the summary columns whose values are coloured by a regime, and where the regime comes from
@@ -204,7 +204,7 @@ def _theory_text(theory: dict | None) -> str:
 
 def _missing_files(run: Run) -> list[str]:
     """Run files that are not there (summary.json only for a finished run)."""
-    expected = [name for name in RUN_FILES if name != "summary.json"]
+    expected = [name for name in CORE_FILES if name != "summary.json"]
     if run.status in DONE_STATUSES:
         expected.append("summary.json")
     return [f"{name} missing" for name in expected if not (run.path / name).exists()]
