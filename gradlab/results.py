@@ -48,6 +48,10 @@ METRIC_COLUMNS = (
     "clip_cosine",
     "lr",
 )
+# Runs on real classification data (data.source file or digits) also record the accuracy on
+# the training samples train_eval_loss uses: what trainability is judged by. Synthetic runs
+# keep the columns above, so their files stay as they were.
+METRIC_COLUMNS_TRAIN_ACCURACY = (*METRIC_COLUMNS, "train_accuracy")
 LAYER_COLUMNS = ("step", "layer", *STAT_NAMES)
 _STATS = LAYER_COLUMNS[2:]
 STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
@@ -189,14 +193,20 @@ def cannot_write(path: Path, error: OSError, what: str = "folder") -> GradlabErr
     return GradlabError(f"cannot write the {what} {path}: {reason}")
 
 
-def start_run(path: Path, config_yaml: str, meta: dict, force: bool = False) -> "RunWriter":
+def start_run(
+    path: Path,
+    config_yaml: str,
+    meta: dict,
+    force: bool = False,
+    metric_columns: tuple[str, ...] = METRIC_COLUMNS,
+) -> "RunWriter":
     """``prepare_run_dir`` then a RunWriter on it. A folder that cannot be created or written
     is a GradlabError, and leaves nothing behind: a run folder this call created is removed."""
     path = Path(path)
     existed = path.exists()
     try:
         prepare_run_dir(path, force)
-        return RunWriter(path, config_yaml, meta)
+        return RunWriter(path, config_yaml, meta, metric_columns)
     except OSError as error:
         if not existed and path.is_dir() and holds_only_run_files(path):
             shutil.rmtree(path, ignore_errors=True)
@@ -206,12 +216,19 @@ def start_run(path: Path, config_yaml: str, meta: dict, force: bool = False) -> 
 class RunWriter:
     """Writes one run directory as the run goes. Used by the runner."""
 
-    def __init__(self, path: Path, config_yaml: str, meta: dict):
+    def __init__(
+        self,
+        path: Path,
+        config_yaml: str,
+        meta: dict,
+        metric_columns: tuple[str, ...] = METRIC_COLUMNS,
+    ):
         self.path = Path(path)
+        self.metric_columns = metric_columns
         atomic_write_text(self.path / "config.yaml", config_yaml)
         self.meta = {"status": "running", **meta}
         self.write_meta()
-        self.metrics = CsvLog(self.path / "metrics.csv", METRIC_COLUMNS)
+        self.metrics = CsvLog(self.path / "metrics.csv", metric_columns)
         self.layers = CsvLog(self.path / "layers.csv", LAYER_COLUMNS)
 
     def write_meta(self, **updates) -> None:
@@ -219,7 +236,7 @@ class RunWriter:
         atomic_write_json(self.path / "meta.json", self.meta)
 
     def log_metrics(self, row: dict) -> None:
-        self.metrics.append(row.get(column) for column in METRIC_COLUMNS)
+        self.metrics.append(row.get(column) for column in self.metric_columns)
 
     def log_layers(self, step: int, stats: dict[str, np.ndarray]) -> None:
         """One row per hidden layer; floats as ``repr``, number_text's exact form, called directly:
@@ -261,7 +278,7 @@ class Run:
 
     @functools.cached_property
     def metrics(self) -> dict[str, np.ndarray]:
-        return read_csv_columns(self.path / "metrics.csv", METRIC_COLUMNS)
+        return read_csv_columns(self.path / "metrics.csv", METRIC_COLUMNS_TRAIN_ACCURACY)
 
     @functools.cached_property
     def layers(self) -> dict[str, np.ndarray]:

@@ -37,7 +37,15 @@ from gradlab.engine import MLP, Probe, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
 from gradlab.engine.model import memory_footprint
 from gradlab.errors import GradlabError
-from gradlab.results import Run, RunWriter, read_run, start_run, versions
+from gradlab.results import (
+    METRIC_COLUMNS,
+    METRIC_COLUMNS_TRAIN_ACCURACY,
+    Run,
+    RunWriter,
+    read_run,
+    start_run,
+    versions,
+)
 from gradlab.signals import StopFlag, stop_on_signals
 
 DEFAULT_RESULTS_ROOT = Path("results")
@@ -262,9 +270,11 @@ class _Training:
         self.first_stats = None
         self.last_stats = None
         self.last_logged_step = None
-        self.final = dict.fromkeys(
-            ("train_loss", "test_loss", "test_accuracy", "train_eval_loss"), math.nan
-        )
+        finals = ("train_loss", "test_loss", "test_accuracy", "train_eval_loss")
+        self.train_accuracy = records_train_accuracy(config)
+        if self.train_accuracy:
+            finals += ("train_accuracy",)
+        self.final = dict.fromkeys(finals, math.nan)
         self.divergence = None
         self.step_reached = 0
         self.progress_bar = None
@@ -274,16 +284,20 @@ class _Training:
             self.progress_bar = tqdm(total=train.steps, file=sys.stderr, unit="step", leave=False)
 
     def evaluate(self):
-        """Test loss and accuracy, and the loss on (up to 1024) training samples, all in eval
-        mode: with BatchNorm, train_loss (batch statistics) against train_eval_loss (running
-        averages) on the same kind of data shows what the switch of statistics costs.
-        ``predict`` keeps no per-layer arrays, so this costs no memory that grows with depth."""
+        """Test loss and accuracy, and the loss and accuracy on (up to 1024) training samples,
+        all in eval mode: with BatchNorm, train_loss (batch statistics) against
+        train_eval_loss (running averages) on the same kind of data shows what the switch of
+        statistics costs. ``predict`` keeps no per-layer arrays, so this costs no memory that
+        grows with depth."""
+        task = self.config.data.task
         outputs = self.model.predict(self.dataset.x_test)
         loss, _ = self.loss_fn(outputs, self.dataset.y_test)
-        acc = accuracy(outputs, self.dataset.y_test, self.config.data.task, self.loss_name)
+        acc = accuracy(outputs, self.dataset.y_test, task, self.loss_name)
         x_train, y_train = self.dataset.x_train[:1024], self.dataset.y_train[:1024]
-        train_eval_loss, _ = self.loss_fn(self.model.predict(x_train), y_train)
-        return loss, acc, train_eval_loss
+        train_outputs = self.model.predict(x_train)
+        train_eval_loss, _ = self.loss_fn(train_outputs, y_train)
+        train_acc = accuracy(train_outputs, y_train, task, self.loss_name)
+        return loss, acc, train_eval_loss, train_acc
 
     def run(self):
         config, model, probe = self.config, self.model, self.probe
@@ -332,10 +346,12 @@ class _Training:
 
     def _evaluation(self) -> dict:
         """``evaluate`` as metrics columns; also the run's final values so far."""
-        test_loss, test_accuracy, train_eval_loss = self.evaluate()
+        test_loss, test_accuracy, train_eval_loss, train_accuracy = self.evaluate()
         evaluation = dict(
             test_loss=test_loss, test_accuracy=test_accuracy, train_eval_loss=train_eval_loss
         )
+        if self.train_accuracy:
+            evaluation["train_accuracy"] = train_accuracy
         self.final.update(evaluation)
         return evaluation
 
@@ -423,6 +439,13 @@ def resolve_config(config_or_path, overrides=(), origin="overrides") -> Config:
     return load_config(config_or_path, overrides, origin=origin)
 
 
+def records_train_accuracy(config: Config) -> bool:
+    """Whether the run records train_accuracy (metrics.csv and summary.json's final): on
+    real data (not the synthetic teacher) with a classification task. Synthetic runs keep
+    the files they always had."""
+    return config.data.source != "synthetic" and config.data.task != "regression"
+
+
 def prepare_data(config: Config) -> tuple[Config, Table | None]:
     """(the config with what real data decide filled in, the data read and checked; None
     for synthetic data): see gradlab.datafiles. Raises before anything is written."""
@@ -446,7 +469,8 @@ def run_config(
     meta = {"seed": config.seed, "started_at": _now(), "steps": config.train.steps}
     if table is not None:
         meta["data"] = table.record  # which data the run saw: path, size, SHA-256
-    writer = start_run(path, dump_config_yaml(config), {**meta, **versions()}, force)
+    columns = METRIC_COLUMNS_TRAIN_ACCURACY if records_train_accuracy(config) else METRIC_COLUMNS
+    writer = start_run(path, dump_config_yaml(config), {**meta, **versions()}, force, columns)
 
     def finish(status, **extra):
         writer.close(
