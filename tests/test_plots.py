@@ -101,7 +101,7 @@ def test_the_runs_are_what_the_tests_need(runs):
 
 @pytest.mark.parametrize("kind", ["normal", "diverged", "steps0", "underflow", "depth1"])
 def test_every_run_figure_is_a_valid_png(runs, plotted, kind):
-    written, warnings = plotted["folder"]
+    written, warnings, _ = plotted["folder"]
     assert warnings == []
     for name in RUN_FIGURES:
         path = runs[kind].path / "plots" / f"{name}.png"
@@ -111,7 +111,7 @@ def test_every_run_figure_is_a_valid_png(runs, plotted, kind):
 
 
 def test_folder_of_runs_gets_comparison_figures(runs, plotted):
-    written, _ = plotted["folder"]
+    written, _, _ = plotted["folder"]
     for name in GROUP_FIGURES:
         _check_png(runs["folder"] / "plots" / f"{name}.png")
     assert not any(path.name.startswith("phase") for path in written)  # many keys vary
@@ -119,7 +119,7 @@ def test_folder_of_runs_gets_comparison_figures(runs, plotted):
 
 
 def test_two_key_sweep_gets_a_phase_diagram(runs, plotted):
-    written, warnings = plotted["sweep"]
+    written, warnings, _ = plotted["sweep"]
     assert warnings == []
     for name in GROUP_FIGURES + PHASE_FIGURES:
         path = runs["sweep"] / "plots" / f"{name}.png"
@@ -211,7 +211,7 @@ def test_unreadable_and_incomplete_runs_are_skipped_with_warnings(runs, tmp_path
     (incomplete / "meta.json").write_text(json.dumps({"status": "running"}))
     with open(incomplete / "layers.csv", "a") as handle:
         handle.write("12,1,0.5")  # a row cut by a kill
-    written, warnings = plots.plot_paths([tmp_path])
+    written, warnings, _ = plots.plot_paths([tmp_path])
     assert any("broken" in w and "unreadable" in w for w in warnings)
     assert any("incomplete" in w and "running" in w for w in warnings)
     assert {path.parent for path in written} == {incomplete / "plots"}
@@ -224,7 +224,7 @@ def test_a_run_killed_before_its_first_log_is_skipped(runs, tmp_path):
     run.mkdir()
     (run / "config.yaml").write_bytes((runs["normal"].path / "config.yaml").read_bytes())
     (run / "meta.json").write_text(json.dumps({"status": "running"}))
-    written, warnings = plots.plot_paths([run])
+    written, warnings, _ = plots.plot_paths([run])
     assert written == [] and "nothing logged" in warnings[-1]
 
 
@@ -312,7 +312,7 @@ def test_losses_near_the_float_limit_do_not_warn_in_any_figure(runs, tmp_path):
         lines[row] = ",".join(cells)
     (huge / "metrics.csv").write_text("\n".join(lines) + "\n")
     shutil.copytree(runs["steps0"].path, tmp_path / "small", ignore=shutil.ignore_patterns("plots"))
-    written, warnings = plots.plot_paths([tmp_path])  # pytest turns any warning into an error
+    written, warnings, _ = plots.plot_paths([tmp_path])  # pytest turns any warning into an error
     assert warnings == []
     assert {path.stem for path in written} >= {"loss", "compare_loss"}
 
