@@ -49,6 +49,7 @@ __all__ = [
     "plot_run",
     "run_labels",
     "save_figure",
+    "trainability_applies",
     "trainability_figure",
 ]
 

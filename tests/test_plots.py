@@ -18,6 +18,7 @@ from gradlab.cli import cli, format_run_report
 from gradlab.config import config_from_dict
 from gradlab.errors import GradlabError
 from gradlab.figures.common import PlainLogFormatter
+from gradlab.figures.common import fmt as plots_fmt
 from gradlab.results import read_run
 from gradlab.runner import run_config
 
@@ -516,3 +517,74 @@ def test_cli_plot_unwritable_out_exits_2_in_one_line(runs, tmp_path):
         assert result.exit_code == 2, result.output
         assert len(result.output.strip().splitlines()) == 1
         assert "cannot write figure" in result.output and str(target) in result.output
+
+
+@pytest.fixture(scope="module")
+def trainability_sweep(tmp_path_factory):
+    """Weight scale x depth on a tiny .npz classification file (real data: train_accuracy)."""
+    folder = tmp_path_factory.mktemp("trainability")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 4)), rng.integers(0, 3, size=60)
+    np.savez(folder / "data.npz", x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+    base = {
+        "data": {"source": "file", "path": str(folder / "data.npz"), "task": "multiclass"},
+        "model": {"width": 6, "activation": "tanh", "init": {"bias_scale": 0.2236}},
+        "train": {"steps": 5, "batch_size": 20},
+        "log": {"every": 5, "eval_every": 5},
+    }
+    runs = []
+    for weight_scale in (1.0, 2.0):
+        for depth in (2, 4):
+            overrides = [f"model.init.weight_scale={weight_scale}", f"model.depth={depth}"]
+            config = config_from_dict({"name": f"w{weight_scale}_d{depth}", **base}, overrides)
+            runs.append(run_config(config, out=folder / config.name))
+    return folder, [read_run(run.path) for run in runs]
+
+
+def test_weight_scale_by_depth_on_real_data_gets_the_trainability_figure(trainability_sweep):
+    folder, runs = trainability_sweep
+    written, warnings, notes = plots.plot_group(runs, folder / "plots")
+    assert warnings == []
+    _check_png(folder / "plots" / "trainability.png")
+    assert folder / "plots" / "trainability.json" in written
+    report = json.loads((folder / "plots" / "trainability.json").read_text())
+    accuracies = {
+        (point["weight_scale"], point["depth"]): point["train_accuracy"]
+        for point in report["points"]
+    }
+    for run in runs:
+        key = (run.config["model"]["init"]["weight_scale"], run.config["model"]["depth"])
+        assert accuracies[key] == run.summary["final"]["train_accuracy"]
+    assert report["threshold"] == pytest.approx(2 / 3)  # halfway from chance 1/3 to 1
+    separation = report["separation"]
+    assert separation["points"] == 4 and 0 <= separation["misclassified"] <= 4
+    assert set(report["misclassified_at"]) == {"1", "2", "6"}
+    assert len(notes) == 1 and notes[0].startswith("trainability: trainable = final training")
+    assert f"k = {plots_fmt(separation['k'])} " in notes[0]
+    # the curve's xi_c is theory's at each weight scale, infinite values as null
+    curve = report["curve"]
+    assert curve["weight_scale"][0] == 1.0 and curve["weight_scale"][-1] == 2.0
+    assert len(curve["xi_c"]) == len(curve["weight_scale"])
+
+
+def test_trainability_figure_needs_weight_scale_and_depth_and_a_training_accuracy(
+    runs, plotted, trainability_sweep
+):
+    written, _, notes = plotted["sweep"]  # synthetic data: no training accuracy
+    assert not any(path.stem == "trainability" for path in written) and notes == []
+    _, real = trainability_sweep
+    same_depth = [run for run in real if run.config["model"]["depth"] == 2]
+    assert not plots.trainability_applies(same_depth, plots.phase_keys(same_depth))
+
+
+def test_gradlab_plot_prints_what_figures_report(monkeypatch, tmp_path):
+    """The CLI prints each file, then each figure's report line (the fitted k); the line's
+    content is tested above, on the library (drawing every run's figures here would be slow)."""
+    note = "trainability: trainable = ...; depth <= k xi_c separates best at k = 2"
+    written = [tmp_path / "trainability.png", tmp_path / "trainability.json"]
+    monkeypatch.setattr(
+        plots, "plot_paths", lambda *args, **kwargs: plots.Plotted(written, [], [note])
+    )
+    result = CliRunner().invoke(cli, ["plot", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [*map(str, written), note]
