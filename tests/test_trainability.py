@@ -3,6 +3,7 @@ files, and the tutorial's claims on a shortened grid of the trainability sweep (
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,17 @@ def test_synthetic_runs_keep_their_metrics_columns(tmp_path):
         "grad_norm_clipped,clip_factor,clip_cosine,lr"
     )
     assert "train_accuracy" not in run.summary["final"]
+
+
+def test_the_coarse_spec_is_the_trainability_spec_on_a_subgrid(tmp_path):
+    """docs/make_figures.sh draws the tutorial's figures from the coarse spec: the same runs."""
+    pytest.importorskip("sklearn", reason=NO_SKLEARN)
+    from gradlab.sweep import load_sweep
+
+    sweeps = Path(__file__).parent.parent / "configs" / "sweeps"
+    full = load_sweep(sweeps / "trainability.yaml", out=tmp_path / "full").points
+    coarse = load_sweep(sweeps / "trainability_coarse.yaml", out=tmp_path / "coarse").points
+    by_name = {point.name: point.config for point in full}
+    assert len(coarse) == 42
+    for point in coarse:
+        assert point.config == by_name[point.name]
