@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate docs/figures/ -- every figure and number in docs/tutorial.md -- from configs/.
-# Usage: docs/make_figures.sh        (about 3 minutes on 2 cores; `make figures` does the same)
+# Usage: docs/make_figures.sh        (about 3 minutes on 2 cores, and about 10 more for the
+#                                     trainability sweeps of section 9; `make figures` does the same)
 # Runs go to results/tutorial/ (git-ignored); the printed reports to results/tutorial/*.txt.
 # At the end it writes the versions and the BLAS kernel the runs used into docs/tutorial.md
 # (between the "make_figures: environment" markers).
@@ -159,6 +160,19 @@ run warmup warmup/none --set train.schedule.warmup_steps=0
 run warmup warmup/warmup
 plot warmup
 figure warmup/plots/compare_update_ratio.png warmup_update_ratio
+
+# 7. trainability on scikit-learn's digits (needs pip install -e '.[datasets]'): the
+# trainability spec on a coarser grid (42 points, a few minutes with 2 jobs), without and with
+# dropout 0.1; `gradlab plot` prints the best-separating k (kept in the .txt files)
+for variant in trainability trainability_dropout; do
+    dropout=()
+    [[ $variant = trainability ]] || dropout=(--set model.dropout=0.1)
+    $GRADLAB sweep configs/sweeps/trainability_coarse.yaml --out "$OUT/$variant" --jobs 2 \
+        --quiet "${dropout[@]}" | tee "$OUT/$variant.txt"
+    ((RUNS_ONLY)) || $GRADLAB plot "$OUT/$variant" | grep '^trainability: ' \
+        | tee "$OUT/${variant}_plot.txt"
+    figure "$variant/plots/trainability.png" "$variant"
+done
 
 if ((RUNS_ONLY)); then
     echo "reports in $OUT/"

@@ -373,19 +373,24 @@ def plot_command(paths, fmt, out, dpi):
 
     Per run: gradient norm by layer with the fitted and theoretical M, a layer x step
     heatmap, loss, clipping and saturation. For several runs also comparisons and, when
-    exactly two numeric config keys vary, a phase diagram. Prints each file written; exit 2
-    when a figure cannot be written. SVG keeps its text as text (editable).
+    exactly two numeric config keys vary, a phase diagram; when those are the weight scale
+    and the depth of runs on real classification data, the trainability figure (training
+    accuracy with k xi_c; the best-separating k is printed and kept in trainability.json).
+    Prints each file written; exit 2 when a figure cannot be written. SVG keeps its text as
+    text (editable).
     """
     from gradlab.plots import plot_paths  # matplotlib only for this command
 
     try:
-        written, warnings = plot_paths(paths, fmt=fmt, out=out, dpi=dpi)
+        plotted = plot_paths(paths, fmt=fmt, out=out, dpi=dpi)
     except GradlabError as error:
         _fail(error)
-    for message in warnings:
+    for message in plotted.warnings:
         click.echo(f"warning: {message}", err=True)
-    for path in written:
+    for path in plotted.written:
         click.echo(str(path))
+    for line in plotted.notes:
+        click.echo(line)
 
 
 @cli.command("report")

@@ -25,7 +25,9 @@ from gradlab.figures.phase import phase_diagram, phase_grid, phase_keys
 from gradlab.figures.run import clipping, gradient_by_layer, layer_heatmap, loss_curves
 from gradlab.figures.schedule import compare_update_ratio, differ_in_schedule
 from gradlab.figures.spectrum import compare_spectrum, spectrum_density
-from gradlab.results import Run, atomic_writer, find_runs, read_run
+from gradlab.figures.trainability import applies as trainability_applies
+from gradlab.figures.trainability import trainability_figure
+from gradlab.results import Run, atomic_write_json, atomic_writer, find_runs, read_run
 
 FORMATS = ("png", "pdf", "svg")
 # Embedded dates would make the same figure differ byte for byte between two calls.
@@ -55,14 +57,18 @@ __all__ = [
     "run_labels",
     "save_figure",
     "spectrum_density",
+    "trainability_applies",
+    "trainability_figure",
 ]
 
 
 class Plotted(NamedTuple):
-    """What ``plot_paths`` did: the files written and why anything was skipped."""
+    """What ``plot_paths`` did: the files written, why anything was skipped, and what a
+    figure has to say beyond its picture (e.g. the fitted k of the trainability figure)."""
 
     written: list[Path]
     warnings: list[str]
+    notes: list[str]
 
 
 # ---- entry point -----------------------------------------------------------------------
@@ -86,7 +92,7 @@ def plot_paths(paths: Iterable, fmt: str = "png", out=None, dpi: int = DPI) -> P
         raise GradlabError(f"no gradlab runs in {shown} (looked for meta.json + config.yaml)")
     out = Path(out) if out is not None else None
     root = Path(os.path.commonpath(run_dirs))
-    written, warnings, runs = [], [], []
+    written, warnings, notes, runs = [], [], [], []
     for run_dir in run_dirs:
         try:
             run = read_run(run_dir)
@@ -102,6 +108,7 @@ def plot_paths(paths: Iterable, fmt: str = "png", out=None, dpi: int = DPI) -> P
         result = plot_run(run, target, fmt, dpi)
         written += result.written
         warnings += result.warnings
+        notes += result.notes
     if len(runs) >= 2:
         folder = Path(os.path.commonpath([path.resolve() for path in paths]))
         if folder in {run.path for run in runs}:  # one run given, others below it
@@ -109,22 +116,24 @@ def plot_paths(paths: Iterable, fmt: str = "png", out=None, dpi: int = DPI) -> P
         result = plot_group(runs, folder / "plots" if out is None else out, fmt, dpi)
         written += result.written
         warnings += result.warnings
-    return Plotted(written, warnings)
+        notes += result.notes
+    return Plotted(written, warnings, notes)
 
 
 def plot_run(run: Run, directory, fmt: str = "png", dpi: int = DPI) -> Plotted:
     """The figures of one run, into ``directory`` (the spectrum only if it was measured)."""
-    warnings = []
-    written = _draw_all(run_figures(run), Path(directory), fmt, dpi, warnings, str(run.path))
-    return Plotted(written, warnings)
+    warnings, notes = [], []
+    figures = run_figures(run)
+    written = _draw_all(figures, Path(directory), fmt, dpi, warnings, notes, str(run.path))
+    return Plotted(written, warnings, notes)
 
 
 def plot_group(runs: Sequence[Run], directory, fmt: str = "png", dpi: int = DPI) -> Plotted:
     """Comparison figures of several runs (and the phase diagram when it applies)."""
-    warnings = []
+    warnings, notes = [], []
     figures = group_figures(list(runs))
-    written = _draw_all(figures, Path(directory), fmt, dpi, warnings, str(directory))
-    return Plotted(written, warnings)
+    written = _draw_all(figures, Path(directory), fmt, dpi, warnings, notes, str(directory))
+    return Plotted(written, warnings, notes)
 
 
 def run_figures(run: Run) -> dict:
@@ -154,23 +163,37 @@ def group_figures(runs: list[Run]) -> dict:
     if keys is not None:
         figures["phase_factor"] = lambda: phase_diagram(runs, keys, "factor")
         figures["phase_test_loss"] = lambda: phase_diagram(runs, keys, "test_loss")
+    if trainability_applies(runs, keys):
+        figures["trainability"] = lambda: trainability_figure(runs)
     return figures
 
 
-def _draw_all(figures: dict, directory: Path, fmt: str, dpi: int, warnings: list, where: str):
+def _draw_all(
+    figures: dict, directory: Path, fmt: str, dpi: int, warnings: list, notes: list, where: str
+):
     """Draw and save each figure as ``directory/<name>.<fmt>``; a figure that cannot be
-    written (an unwritable folder) is a GradlabError."""
+    written (an unwritable folder) is a GradlabError. A figure with a ``gradlab_report``
+    (numbers, lines) also gets <name>.json beside it, its lines in ``notes``."""
+    written = []
 
     def save(name: str, figure: Figure) -> Path:
         path = directory / f"{name}.{fmt}"
+        report = getattr(figure, "gradlab_report", None)
         try:
             save_figure(figure, path, fmt, dpi)
+            if report is not None:
+                atomic_write_json(path.with_suffix(".json"), report[0])
         except OSError as error:
             reason = error.strerror or str(error)
             raise GradlabError(f"cannot write figure {path}: {reason}") from error
+        written.append(path)
+        if report is not None:
+            written.append(path.with_suffix(".json"))
+            notes.extend(report[1])
         return path
 
-    return draw_figures(figures, save, warnings, where)
+    draw_figures(figures, save, warnings, where)
+    return written
 
 
 def draw_figures(figures: dict, save, warnings: list, where: str) -> list:

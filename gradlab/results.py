@@ -54,6 +54,10 @@ METRIC_COLUMNS = (
     "clip_cosine",
     "lr",
 )
+# Runs on real classification data (data.source file or digits) also record the accuracy on
+# the training samples train_eval_loss uses: what trainability is judged by. Synthetic runs
+# keep the columns above, so their files stay as they were.
+METRIC_COLUMNS_TRAIN_ACCURACY = (*METRIC_COLUMNS, "train_accuracy")
 LAYER_COLUMNS = ("step", "layer", *STAT_NAMES)
 # a residual network's layers.csv: one row per block, and the branch's delta norm besides
 RESIDUAL_LAYER_COLUMNS = ("step", "layer", *RESIDUAL_STAT_NAMES)
@@ -122,6 +126,7 @@ def start_run(
     meta: dict,
     force: bool = False,
     layer_columns: tuple[str, ...] = LAYER_COLUMNS,
+    metric_columns: tuple[str, ...] = METRIC_COLUMNS,
 ) -> "RunWriter":
     """``prepare_run_dir`` then a RunWriter on it. A folder that cannot be created or written
     is a GradlabError, and leaves nothing behind: a run folder this call created is removed."""
@@ -129,7 +134,7 @@ def start_run(
     existed = path.exists()
     try:
         prepare_run_dir(path, force)
-        return RunWriter(path, config_yaml, meta, layer_columns)
+        return RunWriter(path, config_yaml, meta, layer_columns, metric_columns)
     except OSError as error:
         if not existed and path.is_dir() and holds_only_run_files(path):
             shutil.rmtree(path, ignore_errors=True)
@@ -146,6 +151,12 @@ def layer_columns(residual: bool) -> tuple[str, ...]:
     return RESIDUAL_LAYER_COLUMNS if residual else LAYER_COLUMNS
 
 
+def metric_columns(train_accuracy: bool) -> tuple[str, ...]:
+    """The columns of a run's metrics.csv: with ``train_accuracy`` (real classification data)
+    the accuracy on the training samples too."""
+    return METRIC_COLUMNS_TRAIN_ACCURACY if train_accuracy else METRIC_COLUMNS
+
+
 class RunWriter:
     """Writes one run directory as the run goes. Used by the runner. ``meta.json`` records
     the writing process (``host``, ``pid``): a sweep tells a killed run from a live one."""
@@ -156,13 +167,15 @@ class RunWriter:
         config_yaml: str,
         meta: dict,
         layer_columns: tuple[str, ...] = LAYER_COLUMNS,
+        metric_columns: tuple[str, ...] = METRIC_COLUMNS,
     ):
         self.path = Path(path)
         self._stats = layer_columns[2:]
+        self.metric_columns = metric_columns
         atomic_write_text(self.path / "config.yaml", config_yaml)
         self.meta = {"status": "running", **meta, "host": this_host(), "pid": os.getpid()}
         self.write_meta()
-        self.metrics = CsvLog(self.path / "metrics.csv", METRIC_COLUMNS)
+        self.metrics = CsvLog(self.path / "metrics.csv", metric_columns)
         self.layers = CsvLog(self.path / "layers.csv", layer_columns)
         self._spectrum_lines: list[str] = []
 
@@ -173,6 +186,7 @@ class RunWriter:
         step: int,
         resumed_at: str,
         layer_columns: tuple[str, ...] = LAYER_COLUMNS,
+        metric_columns: tuple[str, ...] = METRIC_COLUMNS,
     ) -> "RunWriter":
         """A writer going on with the run in ``path`` after ``step``, its last checkpoint:
         the CSV rows of later steps are dropped (atomically), meta.json says running again,
@@ -183,7 +197,8 @@ class RunWriter:
         writer.path = Path(path)
         meta = {key: value for key, value in read_meta(path).items() if key not in _END_KEYS}
         resumes = [*meta.pop("resumes", []), {"step": step, "at": resumed_at}]
-        writer.metrics = CsvLog(writer.path / "metrics.csv", METRIC_COLUMNS, keep_through=step)
+        writer.metrics = CsvLog(writer.path / "metrics.csv", metric_columns, keep_through=step)
+        writer.metric_columns = metric_columns
         writer.layers = CsvLog(writer.path / "layers.csv", layer_columns, keep_through=step)
         writer._stats = layer_columns[2:]
         writer._spectrum_lines = spectrum_rows_through(writer.path / "spectrum.csv", step)
@@ -197,7 +212,7 @@ class RunWriter:
         atomic_write_json(self.path / "meta.json", self.meta)
 
     def log_metrics(self, row: dict) -> None:
-        self.metrics.append(row.get(column) for column in METRIC_COLUMNS)
+        self.metrics.append(row.get(column) for column in self.metric_columns)
 
     def log_layers(self, step: int, stats: dict[str, np.ndarray]) -> None:
         """One row per hidden layer; floats as ``repr``, number_text's exact form, called directly:
@@ -253,7 +268,7 @@ class Run:
 
     @functools.cached_property
     def metrics(self) -> dict[str, np.ndarray]:
-        return read_csv_columns(self.path / "metrics.csv", METRIC_COLUMNS)
+        return read_csv_columns(self.path / "metrics.csv", METRIC_COLUMNS_TRAIN_ACCURACY)
 
     @functools.cached_property
     def layers(self) -> dict[str, np.ndarray]:

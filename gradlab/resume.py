@@ -7,8 +7,21 @@ from pathlib import Path
 from gradlab import checkpoint
 from gradlab.config import Config
 from gradlab.errors import GradlabError
-from gradlab.results import Run, RunWriter, has_checkpoint, layer_columns, read_run
-from gradlab.runner import prepare_data, run_config, train_into, utc_now
+from gradlab.results import (
+    Run,
+    RunWriter,
+    has_checkpoint,
+    layer_columns,
+    metric_columns,
+    read_run,
+)
+from gradlab.runner import (
+    prepare_data,
+    records_train_accuracy,
+    run_config,
+    train_into,
+    utc_now,
+)
 
 
 def resume_run(path: Path, config: Config | None = None, progress: bool = False) -> Run:
@@ -26,8 +39,9 @@ def resume_run(path: Path, config: Config | None = None, progress: bool = False)
             f"cannot resume {path}: its data file changed since the run started "
             f"({recorded} then, {table.record} now)"
         )
-    columns = layer_columns(config.model.residual.enabled)
-    writer = RunWriter.resume(path, saved.step, utc_now(), columns)
+    layers = layer_columns(config.model.residual.enabled)
+    metrics = metric_columns(records_train_accuracy(config))
+    writer = RunWriter.resume(path, saved.step, utc_now(), layers, metrics)
     return train_into(config, writer, started, progress, table, saved)
 
 

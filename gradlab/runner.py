@@ -42,7 +42,15 @@ from gradlab.engine.losses import accuracy
 from gradlab.engine.residual import ResidualMLP
 from gradlab.errors import GradlabError
 from gradlab.initial_theory import effective_weight_scale, theory_at_init
-from gradlab.results import Run, RunWriter, layer_columns, read_run, start_run, versions
+from gradlab.results import (
+    Run,
+    RunWriter,
+    layer_columns,
+    metric_columns,
+    read_run,
+    start_run,
+    versions,
+)
 from gradlab.schedule import learning_rate
 from gradlab.seeds import dropout_stream, seed_streams
 from gradlab.signals import StopFlag, stop_on_signals
@@ -143,9 +151,11 @@ class _Training:
         self.last_stats = None
         self.stream_input_norms = {}  # residual: |dL/dx^0| at the first and last logged step
         self.last_logged_step = None
-        self.final = dict.fromkeys(
-            ("train_loss", "test_loss", "test_accuracy", "train_eval_loss"), math.nan
-        )
+        finals = ("train_loss", "test_loss", "test_accuracy", "train_eval_loss")
+        self.train_accuracy = records_train_accuracy(config)
+        if self.train_accuracy:
+            finals += ("train_accuracy",)
+        self.final = dict.fromkeys(finals, math.nan)
         self.divergence = None
         self.step_reached = 0
         self.progress_bar = None
@@ -155,16 +165,20 @@ class _Training:
             self.progress_bar = tqdm(total=train.steps, file=sys.stderr, unit="step", leave=False)
 
     def evaluate(self):
-        """Test loss and accuracy, and the loss on (up to 1024) training samples, all in eval
-        mode: with BatchNorm, train_loss (batch statistics) against train_eval_loss (running
-        averages) on the same kind of data shows what the switch of statistics costs.
-        ``predict`` keeps no per-layer arrays, so this costs no memory that grows with depth."""
+        """Test loss and accuracy, and the loss and accuracy on (up to 1024) training samples,
+        all in eval mode: with BatchNorm, train_loss (batch statistics) against
+        train_eval_loss (running averages) on the same kind of data shows what the switch of
+        statistics costs. ``predict`` keeps no per-layer arrays, so this costs no memory that
+        grows with depth."""
+        task = self.config.data.task
         outputs = self.model.predict(self.dataset.x_test)
         loss, _ = self.loss_fn(outputs, self.dataset.y_test)
-        acc = accuracy(outputs, self.dataset.y_test, self.config.data.task, self.loss_name)
+        acc = accuracy(outputs, self.dataset.y_test, task, self.loss_name)
         x_train, y_train = self.dataset.x_train[:1024], self.dataset.y_train[:1024]
-        train_eval_loss, _ = self.loss_fn(self.model.predict(x_train), y_train)
-        return loss, acc, train_eval_loss
+        train_outputs = self.model.predict(x_train)
+        train_eval_loss, _ = self.loss_fn(train_outputs, y_train)
+        train_acc = accuracy(train_outputs, y_train, task, self.loss_name)
+        return loss, acc, train_eval_loss, train_acc
 
     def run(self):
         config, model, probe = self.config, self.model, self.probe
@@ -223,10 +237,12 @@ class _Training:
 
     def _evaluation(self) -> dict:
         """``evaluate`` as metrics columns; also the run's final values so far."""
-        test_loss, test_accuracy, train_eval_loss = self.evaluate()
+        test_loss, test_accuracy, train_eval_loss, train_accuracy = self.evaluate()
         evaluation = dict(
             test_loss=test_loss, test_accuracy=test_accuracy, train_eval_loss=train_eval_loss
         )
+        if self.train_accuracy:
+            evaluation["train_accuracy"] = train_accuracy
         self.final.update(evaluation)
         return evaluation
 
@@ -325,6 +341,13 @@ class _Training:
         return residual_summary.gradient_profiles(config, prediction, measured)
 
 
+def records_train_accuracy(config: Config) -> bool:
+    """Whether the run records train_accuracy (metrics.csv and summary.json's final): on
+    real data (not the synthetic teacher) with a classification task. Synthetic runs keep
+    the files they always had."""
+    return config.data.source != "synthetic" and config.data.task != "regression"
+
+
 def prepare_data(config: Config) -> tuple[Config, Table | None]:
     """(the config with what real data decide filled in, the data read and checked; None
     for synthetic data): see gradlab.datafiles. Raises before anything is written."""
@@ -348,8 +371,11 @@ def run_config(
     meta = {"seed": config.seed, "started_at": utc_now(), "steps": config.train.steps}
     if table is not None:
         meta["data"] = table.record  # which data the run saw: path, size, SHA-256
-    columns = layer_columns(config.model.residual.enabled)
-    writer = start_run(path, dump_config_yaml(config), {**meta, **versions()}, force, columns)
+    layers = layer_columns(config.model.residual.enabled)
+    metrics = metric_columns(records_train_accuracy(config))
+    writer = start_run(
+        path, dump_config_yaml(config), {**meta, **versions()}, force, layers, metrics
+    )
     return train_into(config, writer, started, progress, table)
 
 

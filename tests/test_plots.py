@@ -18,6 +18,7 @@ from gradlab.cli import cli
 from gradlab.config import config_from_dict
 from gradlab.errors import GradlabError
 from gradlab.figures.common import PlainLogFormatter
+from gradlab.figures.common import fmt as plots_fmt
 from gradlab.results import read_run
 from gradlab.run_report import format_run_report
 from gradlab.runner import run_config
@@ -102,7 +103,7 @@ def test_the_runs_are_what_the_tests_need(runs):
 
 @pytest.mark.parametrize("kind", ["normal", "diverged", "steps0", "underflow", "depth1"])
 def test_every_run_figure_is_a_valid_png(runs, plotted, kind):
-    written, warnings = plotted["folder"]
+    written, warnings, _ = plotted["folder"]
     assert warnings == []
     for name in RUN_FIGURES:
         path = runs[kind].path / "plots" / f"{name}.png"
@@ -112,7 +113,7 @@ def test_every_run_figure_is_a_valid_png(runs, plotted, kind):
 
 
 def test_folder_of_runs_gets_comparison_figures(runs, plotted):
-    written, _ = plotted["folder"]
+    written, _, _ = plotted["folder"]
     for name in GROUP_FIGURES:
         _check_png(runs["folder"] / "plots" / f"{name}.png")
     assert not any(path.name.startswith("phase") for path in written)  # many keys vary
@@ -120,7 +121,7 @@ def test_folder_of_runs_gets_comparison_figures(runs, plotted):
 
 
 def test_two_key_sweep_gets_a_phase_diagram(runs, plotted):
-    written, warnings = plotted["sweep"]
+    written, warnings, _ = plotted["sweep"]
     assert warnings == []
     for name in GROUP_FIGURES + PHASE_FIGURES:
         path = runs["sweep"] / "plots" / f"{name}.png"
@@ -212,7 +213,7 @@ def test_unreadable_and_incomplete_runs_are_skipped_with_warnings(runs, tmp_path
     (incomplete / "meta.json").write_text(json.dumps({"status": "running"}))
     with open(incomplete / "layers.csv", "a") as handle:
         handle.write("12,1,0.5")  # a row cut by a kill
-    written, warnings = plots.plot_paths([tmp_path])
+    written, warnings, _ = plots.plot_paths([tmp_path])
     assert any("broken" in w and "unreadable" in w for w in warnings)
     assert any("incomplete" in w and "running" in w for w in warnings)
     assert {path.parent for path in written} == {incomplete / "plots"}
@@ -225,7 +226,7 @@ def test_a_run_killed_before_its_first_log_is_skipped(runs, tmp_path):
     run.mkdir()
     (run / "config.yaml").write_bytes((runs["normal"].path / "config.yaml").read_bytes())
     (run / "meta.json").write_text(json.dumps({"status": "running"}))
-    written, warnings = plots.plot_paths([run])
+    written, warnings, _ = plots.plot_paths([run])
     assert written == [] and "nothing logged" in warnings[-1]
 
 
@@ -313,7 +314,7 @@ def test_losses_near_the_float_limit_do_not_warn_in_any_figure(runs, tmp_path):
         lines[row] = ",".join(cells)
     (huge / "metrics.csv").write_text("\n".join(lines) + "\n")
     shutil.copytree(runs["steps0"].path, tmp_path / "small", ignore=shutil.ignore_patterns("plots"))
-    written, warnings = plots.plot_paths([tmp_path])  # pytest turns any warning into an error
+    written, warnings, _ = plots.plot_paths([tmp_path])  # pytest turns any warning into an error
     assert warnings == []
     assert {path.stem for path in written} >= {"loss", "compare_loss"}
 
@@ -532,7 +533,7 @@ def spectrum_runs(tmp_path_factory):
 
 
 def test_spectrum_figures_drawn_only_for_runs_that_measured_it(spectrum_runs, runs, tmp_path):
-    written, warnings = plots.plot_paths([spectrum_runs[0].path.parent], out=tmp_path / "s")
+    written, warnings, _ = plots.plot_paths([spectrum_runs[0].path.parent], out=tmp_path / "s")
     names = {path.name for path in written}
     assert warnings == []
     assert {"spectrum.png", "compare_spectrum.png"} <= names
@@ -559,7 +560,7 @@ def test_runs_differing_in_their_schedule_get_the_update_ratio_comparison(tmp_pa
         _make(tmp_path / f"warmup{steps}", [f"train.schedule.warmup_steps={steps}"])
         for steps in (0, 4)
     ]
-    written, warnings = plots.plot_group(warm, tmp_path / "plots")
+    written, warnings, _ = plots.plot_group(warm, tmp_path / "plots")
     assert warnings == []
     assert [path.name for path in written] == [
         *(f"{name}.png" for name in GROUP_FIGURES),
@@ -574,3 +575,74 @@ def test_runs_differing_in_their_schedule_get_the_update_ratio_comparison(tmp_pa
     # runs that do not differ in their schedule: the figures they always had, no more
     norms = [read_run(runs["norms"] / norm) for norm in ("none", "batch")]
     assert "compare_update_ratio" not in plots.group_figures(norms)
+
+
+@pytest.fixture(scope="module")
+def trainability_sweep(tmp_path_factory):
+    """Weight scale x depth on a tiny .npz classification file (real data: train_accuracy)."""
+    folder = tmp_path_factory.mktemp("trainability")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 4)), rng.integers(0, 3, size=60)
+    np.savez(folder / "data.npz", x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+    base = {
+        "data": {"source": "file", "path": str(folder / "data.npz"), "task": "multiclass"},
+        "model": {"width": 6, "activation": "tanh", "init": {"bias_scale": 0.2236}},
+        "train": {"steps": 5, "batch_size": 20},
+        "log": {"every": 5, "eval_every": 5},
+    }
+    runs = []
+    for weight_scale in (1.0, 2.0):
+        for depth in (2, 4):
+            overrides = [f"model.init.weight_scale={weight_scale}", f"model.depth={depth}"]
+            config = config_from_dict({"name": f"w{weight_scale}_d{depth}", **base}, overrides)
+            runs.append(run_config(config, out=folder / config.name))
+    return folder, [read_run(run.path) for run in runs]
+
+
+def test_weight_scale_by_depth_on_real_data_gets_the_trainability_figure(trainability_sweep):
+    folder, runs = trainability_sweep
+    written, warnings, notes = plots.plot_group(runs, folder / "plots")
+    assert warnings == []
+    _check_png(folder / "plots" / "trainability.png")
+    assert folder / "plots" / "trainability.json" in written
+    report = json.loads((folder / "plots" / "trainability.json").read_text())
+    accuracies = {
+        (point["weight_scale"], point["depth"]): point["train_accuracy"]
+        for point in report["points"]
+    }
+    for run in runs:
+        key = (run.config["model"]["init"]["weight_scale"], run.config["model"]["depth"])
+        assert accuracies[key] == run.summary["final"]["train_accuracy"]
+    assert report["threshold"] == pytest.approx(2 / 3)  # halfway from chance 1/3 to 1
+    separation = report["separation"]
+    assert separation["points"] == 4 and 0 <= separation["misclassified"] <= 4
+    assert set(report["misclassified_at"]) == {"1", "2", "6"}
+    assert len(notes) == 1 and notes[0].startswith("trainability: trainable = final training")
+    assert f"k = {plots_fmt(separation['k'])} " in notes[0]
+    # the curve's xi_c is theory's at each weight scale, infinite values as null
+    curve = report["curve"]
+    assert curve["weight_scale"][0] == 1.0 and curve["weight_scale"][-1] == 2.0
+    assert len(curve["xi_c"]) == len(curve["weight_scale"])
+
+
+def test_trainability_figure_needs_weight_scale_and_depth_and_a_training_accuracy(
+    runs, plotted, trainability_sweep
+):
+    written, _, notes = plotted["sweep"]  # synthetic data: no training accuracy
+    assert not any(path.stem == "trainability" for path in written) and notes == []
+    _, real = trainability_sweep
+    same_depth = [run for run in real if run.config["model"]["depth"] == 2]
+    assert not plots.trainability_applies(same_depth, plots.phase_keys(same_depth))
+
+
+def test_gradlab_plot_prints_what_figures_report(monkeypatch, tmp_path):
+    """The CLI prints each file, then each figure's report line (the fitted k); the line's
+    content is tested above, on the library (drawing every run's figures here would be slow)."""
+    note = "trainability: trainable = ...; depth <= k xi_c separates best at k = 2"
+    written = [tmp_path / "trainability.png", tmp_path / "trainability.json"]
+    monkeypatch.setattr(
+        plots, "plot_paths", lambda *args, **kwargs: plots.Plotted(written, [], [note])
+    )
+    result = CliRunner().invoke(cli, ["plot", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [*map(str, written), note]

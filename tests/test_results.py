@@ -140,7 +140,7 @@ def test_every_file_gradlab_writes_follows_the_umask(umask, tmp_path):
     root = tmp_path / "sweep"
     result = CliRunner().invoke(cli, ["sweep", str(spec_path), "--out", str(root), "-j", "2"])
     assert result.exit_code == 0, result.output
-    written, _ = plot_paths([root])
+    written, _, _ = plot_paths([root])
     assert written and all(path.is_relative_to(root) for path in written)
 
     files = sorted(p for p in root.rglob("*") if p.is_file())

@@ -147,7 +147,7 @@ def test_batchnorm_test_loss_uses_running_statistics():
     training.run()
     x_test, y_test = training.dataset.x_test, training.dataset.y_test
     running_mean = training.model.buffers["layer1.norm.running_mean"].copy()
-    eval_loss, _, train_eval_loss = training.evaluate()
+    eval_loss, _, train_eval_loss, _ = training.evaluate()
     assert eval_loss == training.loss_fn(training.model.forward(x_test, train=False), y_test)[0]
     x_train, y_train = training.dataset.x_train, training.dataset.y_train
     expected = training.loss_fn(training.model.forward(x_train, train=False), y_train)[0]
