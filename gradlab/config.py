@@ -34,8 +34,6 @@ from gradlab.config_checks import (
     show,
     unknown_key,
 )
-from gradlab.config_rules import NAME_MAX_LENGTH as NAME_MAX_LENGTH  # for sweep names
-from gradlab.config_rules import NAME_PATTERN as NAME_PATTERN
 from gradlab.errors import ConfigError
 from gradlab.yaml_input import parse_override, read_yaml_file
 

@@ -18,6 +18,10 @@ _EFFECTIVE_SCALE = {"normal": 1.0, "uniform": 1.0, "orthogonal": 1.0, "xavier": 
 _EFFECTIVE_SCALE["he"] = math.sqrt(2.0)
 
 
+# theory_depth's numbers, each withdrawn with a note where the theory does not apply
+_DEPTH_SCALES = ("xi_grad", "xi_q", "c_star", "xi_c")
+
+
 def effective_weight_scale(config: Config) -> float:
     """sigma_w as the theory sees it: ``model.init.weight_scale`` scaled by the scheme."""
     return config.model.init.weight_scale * _EFFECTIVE_SCALE[config.model.init.scheme]
@@ -59,9 +63,9 @@ def predict_theory(config: Config, q0: float) -> dict:
         if reason is not None:
             result.update(q_star=None, chi_1=None, factor=None, regime="unknown")
             result.update(applicable=False, reason=reason, gradient_toward_input="unknown")
-            for key in ("xi_grad", "xi_q", "c_star", "chi_c", "xi_c"):  # theory_depth's
-                result[key] = None
-                result["notes"][key] = reason
+            withdrawn = (*_DEPTH_SCALES, "chi_c")
+            result.update(dict.fromkeys(withdrawn))
+            result["notes"].update(dict.fromkeys(withdrawn, reason))
         result["width_factors"] = (
             None if reason else theory_widths.width_factors(config.model.widths)
         )
@@ -83,7 +87,7 @@ def _no_prediction(config: Config, effective_scale: float, q0: float, reason: st
         applicable=False,
         reason=reason,
         dropout=config.model.dropout,
-        notes={key: reason for key in ("xi_grad", "xi_q", "c_star", "xi_c")},  # theory_depth's
+        notes=dict.fromkeys(_DEPTH_SCALES, reason),
     )
 
 

@@ -37,8 +37,7 @@ import numpy as np
 from gradlab.atomic import atomic_write_json, atomic_write_text
 from gradlab.atomic import atomic_writer as atomic_writer  # re-exported: plots, tests
 from gradlab.atomic import to_jsonable as to_jsonable  # re-exported: report
-from gradlab.csv_files import CsvLog as CsvLog  # re-exported: tests
-from gradlab.csv_files import read_csv_columns, spectrum_rows_through
+from gradlab.csv_files import CsvLog, read_csv_columns, spectrum_rows_through
 from gradlab.engine.probe import RESIDUAL_STAT_NAMES, STAT_NAMES
 from gradlab.errors import GradlabError
 
@@ -61,7 +60,6 @@ METRIC_COLUMNS_TRAIN_ACCURACY = (*METRIC_COLUMNS, "train_accuracy")
 LAYER_COLUMNS = ("step", "layer", *STAT_NAMES)
 # a residual network's layers.csv: one row per block, and the branch's delta norm besides
 RESIDUAL_LAYER_COLUMNS = ("step", "layer", *RESIDUAL_STAT_NAMES)
-_STATS = LAYER_COLUMNS[2:]
 SPECTRUM_COLUMNS = ("step", "sample", "rank", "singular_value")
 STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
 DONE_STATUSES = ("completed", "diverged")  # a finished run: a sweep does not run it again

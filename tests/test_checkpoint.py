@@ -308,7 +308,7 @@ def load_config_of(run_dir):
 
 
 def test_resuming_cuts_the_csv_back_to_the_checkpoint_and_drops_a_cut_row(tmp_path):
-    from gradlab.results import CsvLog
+    from gradlab.csv_files import CsvLog
 
     path = tmp_path / "log.csv"
     path.write_text("step,a\n0,1.5\n2,2.5\n4,3.5\n6,4.5\n8,5")  # killed mid-row

@@ -15,8 +15,6 @@ from typing import Any
 
 from gradlab.analysis import shortest_suffixes
 from gradlab.config import (
-    NAME_MAX_LENGTH,
-    NAME_PATTERN,
     SWEEP_SPEC_KEYS,
     Config,
     apply_overrides,
@@ -29,6 +27,7 @@ from gradlab.config import (
     read_yaml_file,
 )
 from gradlab.config_data import with_data_path_under
+from gradlab.config_rules import NAME_MAX_LENGTH, NAME_PATTERN
 from gradlab.errors import ConfigError, GradlabError
 from gradlab.formatting import number_text
 
