@@ -297,6 +297,9 @@ def _critical(activation, bias_scale, norm, q0) -> tuple[float | None, str | Non
     if norm == "batch":
         return None, "M does not depend on it"
     if norm == "layer":
+        if bias_scale == 0:  # M = sqrt(E[phi'^2] / E[phi^2]) whatever sigma_w is
+            factor = layernorm_factor(entry, 1.0, 0.0)
+            return None, f"M = {factor:.4g} whatever sigma_w is, when sigma_b = 0"
         scale = _root_log(lambda scale: layernorm_factor(entry, scale, bias_scale) - 1, 1e-3, 1e4)
         return scale, None if scale is not None else "M never reaches 1"
     if entry.homogeneous is not None:  # chi_1 = sigma_w^2 E[phi'^2], a constant times sigma_w^2

@@ -83,6 +83,23 @@ def test_sigmoid_critical_weight_scale_is_about_10_not_4():
     assert theory.predict("sigmoid", 14.0, 0.0).regime == "exploding"
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "linear"])
+def test_layernorm_without_bias_has_no_critical_weight_scale(activation):
+    """With LayerNorm and sigma_b = 0, M = sqrt(E[phi'^2] / E[phi^2]) for every sigma_w: no
+    single sigma_w is critical (relu's M is 1 everywhere, which once read as sigma_w = 0.001,
+    the search's lower end)."""
+    factors = {theory.layernorm_factor(activation, scale, 0.0) for scale in (0.01, 1.0, 30.0)}
+    assert max(factors) - min(factors) < 1e-12
+    assert theory.critical_weight_scale(activation, 0.0, "layer") is None
+    note = theory.critical_scale_note(activation, 0.0, "layer")
+    assert note == f"M = {min(factors):.4g} whatever sigma_w is, when sigma_b = 0"
+
+
+def test_layernorm_with_bias_still_searches_for_the_critical_weight_scale():
+    critical = theory.critical_weight_scale("tanh", 0.5, "layer")
+    assert theory.layernorm_factor("tanh", critical, 0.5) == pytest.approx(1.0, rel=1e-9)
+
+
 def test_fixed_point_is_a_fixed_point_of_the_length_map():
     for activation, weight_scale, bias_scale in [
         ("sigmoid", 10, 0),
