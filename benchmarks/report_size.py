@@ -10,7 +10,8 @@ Targets on the 2-core lab machine: under ~20 MB, built in under 30 s.
     python benchmarks/report_size.py --keep DIR      # run the sweep into DIR and keep it
 
 It prints the sweep's time (not the target), then the report's build time (wall and CPU,
-including drawing every figure), its size in MB and the largest embedded figures.
+including drawing every figure), its size in MB, the bytes each kind of figure takes and the
+peak memory (RSS) of the process and of its largest worker.
 """
 
 import argparse
@@ -25,6 +26,7 @@ from gradlab.sweep import expand_sweep, plan_sweep, run_sweep
 from gradlab.webreport import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
+SELF, CHILDREN = resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN
 WEIGHT_SCALES = [1, 2, 4, 6, 8, 10.149, 12, 14, 16, 20]
 DEPTHS = [10, 15, 20, 25, 30, 35, 40, 45, 50, 55]
 
@@ -77,10 +79,12 @@ def main() -> None:
             f"(CPU {cpu:.1f} s), {len(warnings)} warnings"
         )
         sizes = Counter()
-        for name, uri in re.findall(r'data-figure="(\w+)"><img src="(data:[^"]+)"', html):
-            sizes[name] += len(uri)
+        for name, svg in re.findall(r'data-figure="(\w+)">(.*?)<figcaption>', html, re.S):
+            sizes[name] += len(svg.encode())
         for name, size in sizes.most_common():
             print(f"  {name:<28} {size / 1e6:6.2f} MB in all")
+        peaks = [resource.getrusage(who).ru_maxrss / 1024 for who in (SELF, CHILDREN)]
+        print(f"peak RSS: {peaks[0]:.0f} MiB (this process), {peaks[1]:.0f} MiB (largest worker)")
 
 
 if __name__ == "__main__":

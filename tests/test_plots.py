@@ -159,6 +159,18 @@ def test_comparison_legend_names_the_differing_key(runs):
     assert [t.get_text() for t in figure.legends[0].get_texts()] == expected
 
 
+@pytest.mark.parametrize("build", [plots.compare_gradient_by_layer, plots.compare_loss])
+def test_a_comparison_of_too_many_runs_has_no_legend_and_says_so(runs, build, monkeypatch):
+    """A legend of 100 runs does not fit the figure (matplotlib then gives up its layout)."""
+    norm_runs = [runs[f"norm_{norm}"] for norm in ("none", "batch", "layer")]
+    lines = len(build(norm_runs).legends[0].get_texts())  # three groups, each named
+    assert lines >= 3
+    monkeypatch.setattr("gradlab.figures.compare.MAX_LEGEND_LINES", lines - 1)
+    figure = build(norm_runs)
+    assert not figure.legends
+    assert figure.axes[0].get_title().endswith(f"\n({lines} curves: too many for a legend)")
+
+
 @pytest.mark.parametrize("kind", ["normal", "diverged", "steps0", "underflow", "depth1"])
 def test_every_figure_has_title_labels_and_a_legend_for_several_lines(runs, kind):
     run = runs[kind]

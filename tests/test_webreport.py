@@ -139,10 +139,24 @@ def test_the_sweep_page_has_its_header_table_figures_and_runs(page, sweep_root):
     assert "grid:\n  model.depth:\n  - 4\n  - 6\n" in page  # the spec, as YAML
     assert f"numpy {meta['numpy']}" in page
     assert f"kernel {meta['blas']['kernel'] or 'unknown'}" in page
-    # nothing on the page refers to a file or a host: figures are data URIs
+    # nothing on the page refers to a file or a host: the figures are inline SVG
     assert parsed.scripts == 1
-    assert all(url.startswith(("data:image/svg+xml;base64,", "#")) for url in parsed.urls)
+    assert all(url.startswith("#") for url in parsed.urls)
     assert not re.search(r"https?://", page)
+
+
+def test_each_figure_is_inline_svg_whose_ids_are_its_own(page):
+    """All figures share one document: every id on the page is unique, and every reference
+    inside a figure (a clip path, a marker) points into that same figure."""
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    assert len(ids) == len(set(ids))
+    figures = re.findall(r'<figure data-figure="(\w+)">(<svg .*?</svg>)<figcaption>', page, re.S)
+    assert len(figures) == 4 + 4 * len(RUN_FIGURES)
+    for name, svg in figures:
+        assert svg.startswith(f'<svg role="img" aria-label="{name.replace("_", " ")}"')
+        own = set(re.findall(r'\bid="([^"]+)"', svg))
+        used = set(re.findall(r'(?:url\(#|href="#)([^")]+)', svg))
+        assert used and used <= own, name
 
 
 def test_the_table_shows_what_gradlab_summary_prints(page, sweep_root):
@@ -234,12 +248,14 @@ def test_script_in_a_config_value_or_a_run_name_is_escaped(sweep_root, tmp_path,
     shutil.copytree(sweep_root, root)
     for index, point in enumerate(sorted(p for p in root.iterdir() if (p / "meta.json").is_file())):
         config = yaml.safe_load((point / "config.yaml").read_text())
-        config["name"] = f"<script>alert({index})</script>"
+        config["name"] = f'<script>alert({index})</script> url(#a) id="b"'
         config["model"]["note"] = f'"><script>alert("note{index}")</script>'
         (point / "config.yaml").write_text(yaml.safe_dump(config))
     html = build_report(root).html
     assert html.count("<script") == 1  # the page's own
-    assert "&lt;script&gt;alert(0)&lt;/script&gt;" in html
+    assert "&lt;script&gt;alert(0)&lt;/script&gt; url(#a) id=&#34;b&#34;" in html
+    # in a figure's title, as matplotlib escapes SVG text; the ids' prefixes leave text alone
+    assert '&lt;script&gt;alert(0)&lt;/script&gt; url(#a) id="b"' in html
     assert "&#34;&gt;&lt;script&gt;alert(&#34;note1&#34;)&lt;/script&gt;" in html
     assert "note" in Page(html).headers  # a varied key: a column
 

@@ -31,6 +31,7 @@ from gradlab.figures.common import (
 from gradlab.results import Run
 
 MAX_LABEL_KEYS = 3  # more differing keys than this: runs are named by their config's name
+MAX_LEGEND_LINES = 24  # a legend of more lines does not fit below the axes (two columns)
 GROUP_IGNORES = ("name", "seed")
 
 
@@ -205,8 +206,11 @@ def compare_loss(runs: Sequence[Run]) -> Figure:
 
 
 def compare_legend(ax, n_lines: int) -> None:
-    """Below the axes, so long labels (several differing keys) never cover the curves."""
-    if n_lines > 1:
+    """Below the axes, so long labels (several differing keys) never cover the curves. Above
+    MAX_LEGEND_LINES no legend (it would not fit the figure), and the title says so."""
+    if n_lines > MAX_LEGEND_LINES:
+        ax.set_title(f"{ax.get_title()}\n({n_lines} curves: too many for a legend)")
+    elif n_lines > 1:
         handles, labels = ax.get_legend_handles_labels()
         ax.figure.legend(
             handles, labels, loc="outside lower center", fontsize=9, ncol=1 if n_lines <= 3 else 2

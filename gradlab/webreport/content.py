@@ -41,11 +41,11 @@ class Row:
 
 @dataclass
 class Plate:
-    """One embedded figure: its file name in ``gradlab plot``, a caption and a data URI."""
+    """One embedded figure: its file name in ``gradlab plot``, a caption and its SVG markup."""
 
     name: str
     caption: str
-    uri: str
+    svg: str
 
 
 @dataclass

@@ -3,17 +3,17 @@ write the page atomically."""
 
 from __future__ import annotations
 
-import base64
 import io
 import multiprocessing
 import re
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jinja2
 import matplotlib
 import numpy as np
+from markupsafe import Markup, escape
 from matplotlib.collections import QuadMesh
 
 from gradlab.errors import GradlabError
@@ -38,8 +38,14 @@ PARALLEL_FROM = 8  # runs: fewer are drawn in this process (a worker takes ~1 s 
 # matplotlib names the parts of an SVG by a hash salted with a random value unless this is
 # set: the same runs then give the same page, byte for byte
 _SAVE_STYLE = {"svg.hashsalt": "gradlab"}
-_METADATA_BLOCK = re.compile(rb"<metadata>.*?</metadata>", re.DOTALL)
-_LINE_BREAK = re.compile(rb"(?<=[> ])\n[ ]*")  # after a tag or a space
+# what an SVG inside an HTML page does without: the XML prolog and doctype (everything before
+# <svg), the namespace declarations (HTML gives <svg> and xlink:href theirs) and the metadata
+_PROLOG = re.compile(r"\A.*?(?=<svg\b)", re.DOTALL)
+_NAMESPACES = re.compile(r' (?:xmlns(?::xlink)?|version)="[^"]*"')
+_METADATA_BLOCK = re.compile(r"<metadata>.*?</metadata>", re.DOTALL)
+_LINE_BREAK = re.compile(r"(?<=[> ])\n[ ]*")  # after a tag or a space
+_TAG = re.compile(r"<[^>]+>")
+_REFERENCE = re.compile(r'(\bid="|url\(#|href="#)')  # an id, and the two ways to refer to one
 
 
 @dataclass
@@ -78,21 +84,19 @@ def build_report(path, jobs: int | None = None) -> Report:
     runs = {row["path"]: read_run(row["path"]) for row in summary.rows}
     sweep = None if is_run_dir(path) else read_sweep_record(path)
     kind = "run" if is_run_dir(path) else "sweep" if sweep is not None else "runs"
-    warnings, sections, readable = [], [], []
-    drawn = _draw_runs(list(runs.values()), jobs)
+    problems = {path: _csv_problems(run) for path, run in runs.items()}
+    readable = [run for path, run in runs.items() if not problems[path]]
+    drawn, (group_plates, warnings) = _draw(list(runs.values()), readable, jobs, str(path))
+    sections = []
     for index, row in enumerate(summary.rows, 1):
         run = runs[row["path"]]
-        problems = _csv_problems(run)
-        if not problems:
-            readable.append(run)
         plates, figure_problems = drawn[row["path"]]
-        section = content.run_section(index, row, run, root, problems + figure_problems)
-        section.figures = plates
+        trouble = problems[row["path"]] + figure_problems
+        section = content.run_section(index, row, run, root, trouble)
+        section.figures = [inline(plate, f"r{index}-{plate.name}") for plate in plates]
         warnings += [f"{section.path}: {problem}" for problem in section.problems]
         sections.append(section)
-    group_plates = []
-    if len(readable) >= 2:
-        group_plates = _plates(group_figures(readable), warnings, str(path))
+    group_plates = [inline(plate, f"all-{plate.name}") for plate in group_plates]
     columns, rows = content.table(summary, runs)
     statuses, verdicts = content.filter_choices(rows)
     html = _template().render(
@@ -109,18 +113,33 @@ def build_report(path, jobs: int | None = None) -> Report:
     return Report(html, warnings)
 
 
-def _draw_runs(runs: list[Run], jobs: int | None) -> dict[str, tuple[list, list[str]]]:
-    """Each run's figures and the problems met drawing them, by the run's path: in ``jobs``
-    worker processes (default: one per core) when there are enough runs to pay for starting
-    them (each imports matplotlib), else here."""
+def _draw(runs: list[Run], readable: list[Run], jobs: int | None, where: str):
+    """Each run's figures and the problems met drawing them, by the run's path, and the
+    comparison figures of the ``readable`` runs (when there are two) with the warnings met
+    drawing them (naming ``where``).
+    Drawn in ``jobs`` worker processes (default: one per core) when there are enough runs to
+    pay for starting them (each imports matplotlib), else here; the comparisons go first,
+    being the longest job, so that they run beside the runs' figures, not after them."""
     jobs = jobs or default_jobs()
     if jobs == 1 or len(runs) < PARALLEL_FROM:
-        return {str(run.path): draw_run(run) for run in runs}
+        groups = draw_group(readable, where) if len(readable) >= 2 else ([], [])
+        return {str(run.path): draw_run(run) for run in runs}, groups
     # spawn, not fork: this process holds OpenBLAS's threads, which fork would not copy
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(jobs, len(runs)), mp_context=context) as pool:
+        compare = [str(run.path) for run in readable]
+        groups = pool.submit(draw_group, compare, where) if len(readable) >= 2 else None
         drawn = pool.map(draw_run, [str(run.path) for run in runs])
-        return {str(run.path): result for run, result in zip(runs, drawn, strict=True)}
+        drawn = {str(run.path): result for run, result in zip(runs, drawn, strict=True)}
+        return drawn, groups.result() if groups else ([], [])
+
+
+def draw_group(runs: list[Run | str], where: str) -> tuple[list[content.Plate], list[str]]:
+    """The comparison figures of ``runs`` (or their folders: in a worker process) and the
+    warnings met drawing them."""
+    warnings = []
+    runs = [read_run(run) if isinstance(run, str) else run for run in runs]
+    return _plates(group_figures(runs), warnings, where), warnings
 
 
 def draw_run(run: Run | str) -> tuple[list[content.Plate], list[str]]:
@@ -142,7 +161,7 @@ def _csv_problems(run: Run) -> list[str]:
 
 
 def _plates(figures: dict, warnings: list, where: str) -> list[content.Plate]:
-    """Draw ``figures`` (name -> builder) into data URIs; failures become ``warnings``."""
+    """Draw ``figures`` (name -> builder) as SVG markup; failures become ``warnings``."""
 
     def embed(name, figure) -> content.Plate:
         for axes in figure.axes:  # a heatmap's cells as one image, not a path per cell
@@ -155,18 +174,32 @@ def _plates(figures: dict, warnings: list, where: str) -> list[content.Plate]:
             figure.savefig(
                 buffer, format=FIGURE_FORMAT, dpi=FIGURE_DPI, metadata=METADATA[FIGURE_FORMAT]
             )
-        data = base64.b64encode(_compact(buffer.getvalue())).decode("ascii")
-        uri = f"data:image/svg+xml;base64,{data}"
-        return content.Plate(name, content.caption(name), uri)
+        return content.Plate(name, content.caption(name), _compact(buffer.getvalue()))
 
     return draw_figures(figures, embed, warnings, where)
 
 
-def _compact(svg: bytes) -> bytes:
-    """matplotlib's SVG without its metadata block and its layout whitespace (a newline after
-    a tag or a space, and the indent after it), 10-15% smaller."""
-    svg = _METADATA_BLOCK.sub(b"", svg, count=1)
-    return _LINE_BREAK.sub(b"", svg)
+def _compact(svg: bytes) -> str:
+    """matplotlib's SVG as an element of an HTML page: from ``<svg`` on, without namespace
+    declarations, metadata and layout whitespace (a newline after a tag or a space, and the
+    indent after it)."""
+    text = _PROLOG.sub("", svg.decode("utf-8"), count=1)
+    text = _NAMESPACES.sub("", text[: text.index(">")]) + text[text.index(">") :]
+    text = _METADATA_BLOCK.sub("", text, count=1)
+    return _LINE_BREAK.sub("", text)
+
+
+def inline(plate: content.Plate, scope: str) -> content.Plate:
+    """A figure's SVG for the page: each id (and each reference to one) prefixed with
+    ``scope``, unique on the page, since all figures share one document and one figure's
+    clip path must not stand in for another's; labelled with its caption for screen readers.
+
+    Marked safe for the template: matplotlib writes it, escaping every text and attribute
+    value (a run name in a title arrives as ``&lt;script&gt;``); only inside tags is anything
+    rewritten, so no text a config or a file name brought in is touched."""
+    svg = _TAG.sub(lambda tag: _REFERENCE.sub(rf"\g<1>{scope}-", tag.group(0)), plate.svg)
+    label = f' role="img" aria-label="{escape(plate.caption)}"'
+    return replace(plate, svg=Markup(svg.replace("<svg", "<svg" + label, 1)))
 
 
 def _template() -> jinja2.Template:

@@ -91,15 +91,11 @@
       var shown = section.getAttribute("data-run") === number;
       section.classList.toggle("shown", shown);
       if (!shown) { return; }
-      // report in the page how many of the run's figures the browser could draw
-      var images = Array.prototype.slice.call(section.querySelectorAll("img"));
-      Promise.all(images.map(function (img) {
-        img.loading = "eager";
-        return img.decode().then(function () { return img.naturalWidth > 0; },
-                                 function () { return false; });
-      })).then(function (drawn) {
-        section.setAttribute("data-figures-shown", drawn.filter(Boolean).length);
-      });
+      // report in the page how many of the run's figures the browser drew: an SVG whose
+      // drawing has an extent (a figure the browser could not parse has none)
+      var drawn = Array.prototype.filter.call(section.querySelectorAll("figure > svg"),
+        function (svg) { var box = svg.getBBox(); return box.width > 0 && box.height > 0; });
+      section.setAttribute("data-figures-shown", drawn.length);
     });
     original.forEach(function (row) {
       row.classList.toggle("selected", row.getAttribute("data-run") === number);
