@@ -8,6 +8,7 @@ Targets on the 2-core lab machine: under ~20 MB, built in under 30 s.
     python benchmarks/report_size.py                 # runs the sweep first (~2 minutes, 2 jobs)
     python benchmarks/report_size.py --runs DIR      # report an existing sweep folder instead
     python benchmarks/report_size.py --keep DIR      # run the sweep into DIR and keep it
+    python benchmarks/report_size.py --runs DIR --figures gradient_by_layer,loss
 
 It prints the sweep's time (not the target), then the report's build time (wall and CPU,
 including drawing every figure), its size in MB, the bytes each kind of figure takes and the
@@ -22,6 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from gradlab.plots import figure_names
 from gradlab.sweep import expand_sweep, plan_sweep, run_sweep
 from gradlab.webreport import write_report
 
@@ -55,6 +57,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--every", type=int, default=10, help="log.every")
     parser.add_argument("--jobs", type=int, default=None, help="sweep and report (default: cores)")
+    parser.add_argument("--figures", help="per-run figures, as gradlab report --figures")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.runs
@@ -70,7 +73,8 @@ def main() -> None:
             )
         out = Path(scratch) / "report.html"
         started, cpu = time.perf_counter(), cpu_seconds()
-        written, warnings = write_report(folder, out, args.jobs)
+        names = figure_names(args.figures) if args.figures else None
+        written, warnings = write_report(folder, out, args.jobs, names)
         wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu
         html = written.read_text(encoding="utf-8")
         runs = html.count('<section class="run"')

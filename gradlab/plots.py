@@ -9,6 +9,7 @@ instead of stopping the other figures; a figure that cannot be written is an err
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from gradlab.config_checks import did_you_mean
 from gradlab.errors import GradlabError
 from gradlab.figures.common import DPI, STYLE, measured_factor
 from gradlab.figures.compare import compare_gradient_by_layer, compare_loss, run_labels
@@ -35,6 +37,7 @@ METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None}, "svg": {"D
 
 __all__ = [
     "FORMATS",
+    "RUN_FIGURES",
     "Plotted",
     "clipping",
     "compare_gradient_by_layer",
@@ -42,6 +45,7 @@ __all__ = [
     "compare_spectrum",
     "compare_update_ratio",
     "draw_figures",
+    "figure_names",
     "gradient_by_layer",
     "group_figures",
     "layer_heatmap",
@@ -136,18 +140,43 @@ def plot_group(runs: Sequence[Run], directory, fmt: str = "png", dpi: int = DPI)
     return Plotted(written, warnings, notes)
 
 
-def run_figures(run: Run) -> dict:
-    """The figures of one run: file name -> a function that draws it."""
-    figures = {
-        "gradient_by_layer": lambda: gradient_by_layer(run),
-        "gradient_heatmap": lambda: layer_heatmap(run, "weight_grad_norm"),
-        "loss": lambda: loss_curves(run),
-        "clipping": lambda: clipping(run),
-        "saturation": lambda: layer_heatmap(run, "saturation"),
+def _measured_spectrum(run: Run) -> bool:
+    return bool(run.spectrum["step"].size)
+
+
+# The figures of one run, in order: file name -> (draws it from the run, whether it applies)
+RUN_FIGURES = {
+    "gradient_by_layer": (gradient_by_layer, None),
+    "gradient_heatmap": (lambda run: layer_heatmap(run, "weight_grad_norm"), None),
+    "loss": (loss_curves, None),
+    "clipping": (clipping, None),
+    "saturation": (lambda run: layer_heatmap(run, "saturation"), None),
+    "spectrum": (spectrum_density, _measured_spectrum),  # only if the run measured it
+}
+
+
+def run_figures(run: Run, names: Iterable[str] | None = None) -> dict:
+    """The figures of one run that apply to it (of ``names`` only, when given): file name ->
+    a function that draws it."""
+    return {
+        name: functools.partial(draw, run)
+        for name, (draw, applies) in RUN_FIGURES.items()
+        if (names is None or name in names) and (applies is None or applies(run))
     }
-    if run.spectrum["step"].size:  # the run measured its Jacobian spectrum
-        figures["spectrum"] = lambda: spectrum_density(run)
-    return figures
+
+
+def figure_names(text: str) -> tuple[str, ...]:
+    """'gradient_by_layer,loss' -> those names of RUN_FIGURES, in its order; a GradlabError
+    (with a "did you mean") for a name that is not one."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    allowed = ", ".join(RUN_FIGURES)
+    if not names:
+        raise GradlabError(f"--figures: no figure named (allowed: {allowed})")
+    for name in names:
+        if name not in RUN_FIGURES:
+            hint = did_you_mean(name, RUN_FIGURES)
+            raise GradlabError(f"--figures: unknown figure {name!r}{hint} (allowed: {allowed})")
+    return tuple(name for name in RUN_FIGURES if name in names)
 
 
 def group_figures(runs: list[Run]) -> dict:

@@ -68,7 +68,8 @@ def few_figures(monkeypatch):
 
     page_module = "gradlab.webreport.page"
     monkeypatch.setattr(
-        f"{page_module}.run_figures", lambda run: only(plots.run_figures(run), "loss")
+        f"{page_module}.run_figures",
+        lambda run, names=None: only(plots.run_figures(run, names), "loss"),
     )
     monkeypatch.setattr(
         f"{page_module}.group_figures", lambda runs: only(plots.group_figures(runs), "compare_loss")
@@ -258,6 +259,36 @@ def test_script_in_a_config_value_or_a_run_name_is_escaped(sweep_root, tmp_path,
     assert '&lt;script&gt;alert(0)&lt;/script&gt; url(#a) id="b"' in html
     assert "&#34;&gt;&lt;script&gt;alert(&#34;note1&#34;)&lt;/script&gt;" in html
     assert "note" in Page(html).headers  # a varied key: a column
+
+
+def test_figures_picks_the_figures_of_each_run_and_the_page_says_so(sweep_root, page, tmp_path):
+    out = tmp_path / "page.html"
+    result = invoke("report", sweep_root, "--out", out, "--figures", " loss,gradient_by_layer")
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    parsed = Page(html)
+    for index in range(1, 5):  # in gradlab plot's order, not the option's
+        assert parsed.figures[f"run={index}"] == ["gradient_by_layer", "loss"]
+    assert len(parsed.figures["figures"]) == 4  # the comparisons are not per run: all drawn
+    assert "not drawn: gradient_heatmap, clipping, saturation, spectrum" in html
+    assert "not drawn" not in page  # without --figures: every figure, nothing to say
+
+
+@pytest.mark.parametrize(
+    ("figures", "expected"),
+    [("lss", "unknown figure 'lss'; did you mean 'loss'?"), (" , ", "no figure named")],
+)
+def test_an_unknown_figure_is_one_line_exit_2(sweep_root, tmp_path, figures, expected):
+    out = tmp_path / "page.html"
+    result = CliRunner().invoke(
+        cli, ["report", str(sweep_root), "--out", str(out), "--figures", figures]
+    )
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"Error: --figures: {expected} (allowed: gradient_by_layer, gradient_heatmap, loss, "
+        "clipping, saturation, spectrum)"
+    ]
+    assert not out.exists()
 
 
 def test_no_runs_or_a_missing_path_is_one_line_exit_2(tmp_path):

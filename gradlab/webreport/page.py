@@ -3,9 +3,11 @@ write the page atomically."""
 
 from __future__ import annotations
 
+import functools
 import io
 import multiprocessing
 import re
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +19,7 @@ from markupsafe import Markup, escape
 from matplotlib.collections import QuadMesh
 
 from gradlab.errors import GradlabError
-from gradlab.plots import METADATA, draw_figures, group_figures, run_figures
+from gradlab.plots import METADATA, RUN_FIGURES, draw_figures, group_figures, run_figures
 from gradlab.report import summary_rows
 from gradlab.results import (
     REPORT_PAGE,
@@ -56,11 +58,13 @@ class Report:
     warnings: list[str]
 
 
-def write_report(path, out=None, jobs: int | None = None) -> tuple[Path, list[str]]:
+def write_report(
+    path, out=None, jobs: int | None = None, figures: Sequence[str] | None = None
+) -> tuple[Path, list[str]]:
     """Build the report of the runs at or below ``path`` and write it atomically to ``out``
     (default ``path/report.html``); returns the file written and the warnings. Raises
     GradlabError when there are no runs or the file cannot be written (nothing is written)."""
-    report = build_report(path, jobs)
+    report = build_report(path, jobs, figures)
     out = Path(out) if out is not None else Path(path) / DEFAULT_NAME
     if out.is_dir():
         raise GradlabError(f"cannot write the report {out}: it is a folder; give a file name")
@@ -73,9 +77,11 @@ def write_report(path, out=None, jobs: int | None = None) -> tuple[Path, list[st
     return out, report.warnings
 
 
-def build_report(path, jobs: int | None = None) -> Report:
+def build_report(path, jobs: int | None = None, figures: Sequence[str] | None = None) -> Report:
     """The HTML page of the runs at or below ``path`` (a run, a folder of runs, a sweep); the
-    runs' figures are drawn in ``jobs`` processes (default: one per core)."""
+    runs' figures (those named in ``figures``, default all of ``plots.RUN_FIGURES``) are drawn
+    in ``jobs`` processes (default: one per core)."""
+    figures = tuple(RUN_FIGURES) if figures is None else tuple(figures)
     path = Path(path)
     if not find_runs([path]):  # also: a path that does not exist
         raise GradlabError(f"no gradlab runs in {path} (looked for meta.json + config.yaml)")
@@ -86,7 +92,7 @@ def build_report(path, jobs: int | None = None) -> Report:
     kind = "run" if is_run_dir(path) else "sweep" if sweep is not None else "runs"
     problems = {path: _csv_problems(run) for path, run in runs.items()}
     readable = [run for path, run in runs.items() if not problems[path]]
-    drawn, (group_plates, warnings) = _draw(list(runs.values()), readable, jobs, str(path))
+    drawn, (group_plates, warnings) = _draw(list(runs.values()), readable, jobs, str(path), figures)
     sections = []
     for index, row in enumerate(summary.rows, 1):
         run = runs[row["path"]]
@@ -108,13 +114,16 @@ def build_report(path, jobs: int | None = None) -> Report:
         statuses=statuses,
         verdicts=verdicts,
         group_figures=group_plates,
+        figures=figures,
+        figures_left_out=[name for name in RUN_FIGURES if name not in figures],
         runs=sections,
     )
     return Report(html, warnings)
 
 
-def _draw(runs: list[Run], readable: list[Run], jobs: int | None, where: str):
-    """Each run's figures and the problems met drawing them, by the run's path, and the
+def _draw(runs: list[Run], readable: list[Run], jobs: int | None, where: str, names: tuple):
+    """Each run's figures (of ``names``) and the problems met drawing them, by the run's path,
+    and the
     comparison figures of the ``readable`` runs (when there are two) with the warnings met
     drawing them (naming ``where``).
     Drawn in ``jobs`` worker processes (default: one per core) when there are enough runs to
@@ -123,13 +132,13 @@ def _draw(runs: list[Run], readable: list[Run], jobs: int | None, where: str):
     jobs = jobs or default_jobs()
     if jobs == 1 or len(runs) < PARALLEL_FROM:
         groups = draw_group(readable, where) if len(readable) >= 2 else ([], [])
-        return {str(run.path): draw_run(run) for run in runs}, groups
+        return {str(run.path): draw_run(run, names) for run in runs}, groups
     # spawn, not fork: this process holds OpenBLAS's threads, which fork would not copy
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(jobs, len(runs)), mp_context=context) as pool:
         compare = [str(run.path) for run in readable]
         groups = pool.submit(draw_group, compare, where) if len(readable) >= 2 else None
-        drawn = pool.map(draw_run, [str(run.path) for run in runs])
+        drawn = pool.map(functools.partial(draw_run, names=names), [str(r.path) for r in runs])
         drawn = {str(run.path): result for run, result in zip(runs, drawn, strict=True)}
         return drawn, groups.result() if groups else ([], [])
 
@@ -142,11 +151,12 @@ def draw_group(runs: list[Run | str], where: str) -> tuple[list[content.Plate], 
     return _plates(group_figures(runs), warnings, where), warnings
 
 
-def draw_run(run: Run | str) -> tuple[list[content.Plate], list[str]]:
-    """A run's figures (the run, or its folder: in a worker process) and the problems met."""
+def draw_run(run: Run | str, names: tuple | None = None) -> tuple[list[content.Plate], list[str]]:
+    """A run's figures (of ``names``, default all; the run, or its folder: in a worker
+    process) and the problems met."""
     run = read_run(run) if isinstance(run, str) else run
     problems = []
-    return _plates(run_figures(run), problems, "figure"), problems
+    return _plates(run_figures(run, names), problems, "figure"), problems
 
 
 def _csv_problems(run: Run) -> list[str]:
