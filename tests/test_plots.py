@@ -12,12 +12,13 @@ import matplotlib.image
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from matplotlib.figure import Figure
 
 from gradlab import plots
 from gradlab.cli import cli
 from gradlab.config import config_from_dict
 from gradlab.errors import GradlabError
-from gradlab.figures.common import PlainLogFormatter
+from gradlab.figures.common import MINOR_TICKS_UP_TO, PlainLogFormatter, log_y
 from gradlab.figures.common import fmt as plots_fmt
 from gradlab.results import read_run
 from gradlab.run_report import format_run_report
@@ -453,10 +454,22 @@ def test_layers_and_steps_get_integer_ticks(regimes, runs):
 def test_log_axes_have_plain_tick_labels(runs):
     formatter = PlainLogFormatter()
     assert formatter(0.01) == "0.01" and formatter(1.0) == "1" and formatter(1000.0) == "1000"
-    assert "10^" in formatter(1e-7)  # mathtext powers far from 1
+    # powers of ten far from 1 in superscripts, as plain text (not mathtext)
+    assert formatter(1e-7) == "10\u207b\u2077" and formatter(1e40) == "10\u2074\u2070"
+    assert formatter(1e-300) == "10\u207b\u00b3\u2070\u2070"
     ax = plots.loss_curves(runs["normal"]).axes[0]
     assert ax.get_yscale() == "log"
     assert isinstance(ax.yaxis.get_major_formatter(), PlainLogFormatter)
+
+
+@pytest.mark.parametrize("decades", [4, MINOR_TICKS_UP_TO + 2])
+def test_a_log_axis_wider_than_six_decades_has_no_minor_ticks(decades):
+    """Eight minor ticks per decade are clutter (and drawing time) on a wide axis; matplotlib
+    itself leaves them out only beyond 10 decades."""
+    ax = Figure().add_subplot()
+    assert log_y(ax, [np.logspace(-decades, 0, 20)])
+    minor = ax.yaxis.get_minorticklocs()
+    assert (len(minor) == 0) == (decades > MINOR_TICKS_UP_TO), minor
 
 
 def test_comparison_labels_are_distinct_in_a_mixed_folder(runs):

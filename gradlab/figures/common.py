@@ -36,6 +36,7 @@ MAX_STEP_CURVES = 4  # gradient-by-layer curves: init and up to three later logg
 MAX_ANNOTATED_CELLS = 144  # write the value into each heatmap cell up to a 12 x 12 grid
 CLIPPED_BELOW = 1 - 1e-9  # a step counts as clipped when post / pre norm is below this
 NO_VALUE_COLOUR = "0.8"  # heatmap cells that are zero, inf or nan
+MINOR_TICKS_UP_TO = 6  # decades: a wider log axis has no minor ticks (eight per decade)
 PLAIN_LABELS = (1e-3, 1e4)  # log-axis ticks in this range read 0.01, 1, 100; outside 10^k
 
 LAYER_LABEL = "hidden layer $l$ (1 = next to the input)"
@@ -90,13 +91,24 @@ def has_positive(*arrays) -> bool:
     return any(np.any(np.isfinite(positive(a))) for a in arrays)
 
 
+SUPERSCRIPT = str.maketrans(
+    "-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079"
+)
+
+
 class PlainLogFormatter(LogFormatterSciNotation):
-    """Log-axis ticks as plain numbers (0.1, 1, 20) in PLAIN_LABELS, as 10^k outside it."""
+    """Log-axis ticks as plain numbers (0.1, 1, 20) in PLAIN_LABELS, as 10^k outside it: a
+    power of ten in Unicode superscripts (10⁻⁴⁰, plain text, not mathtext: matplotlib parses
+    each mathtext label anew for every figure, most of a wide log axis's drawing time)."""
 
     def __call__(self, x, pos=None):
         text = super().__call__(x, pos)
         if text and PLAIN_LABELS[0] <= abs(x) < PLAIN_LABELS[1]:
             return f"{x:g}"
+        if text and x > 0:
+            exponent = round(math.log10(x))
+            if math.isclose(x, 10.0**exponent, rel_tol=1e-9):
+                return "10" + str(exponent).translate(SUPERSCRIPT)
         return text
 
 
@@ -137,6 +149,8 @@ def log_y(ax, arrays) -> bool:
         ax.set_yscale("log")
     ax.set_ylim(10.0**low, 10.0**high)
     plain_log_labels(ax.yaxis)
+    if high - low > MINOR_TICKS_UP_TO:
+        ax.yaxis.set_minor_locator(NullLocator())
     if low < -250 or high > 250 or high - low > 100:
         stride = next(n for n in (1, 2, 5, 10, 20, 25, 50, 100) if (high - low) / n <= 8)
         decades = np.arange(math.ceil(low), math.floor(high) + 1)
