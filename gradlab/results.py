@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from gradlab.atomic import to_jsonable as to_jsonable  # re-exported: report
 from gradlab.csv_files import CsvLog, read_csv_columns, spectrum_rows_through
 from gradlab.engine.probe import RESIDUAL_STAT_NAMES, STAT_NAMES
 from gradlab.errors import GradlabError
+from gradlab.liveness import refuse_live_run, this_host
 
 METRIC_COLUMNS = (
     "step",
@@ -101,6 +101,7 @@ def prepare_run_dir(path: Path, force: bool = False) -> Path:
                 f"output directory {path} holds files that are not a gradlab run; --force "
                 "only replaces run directories: choose another --out"
             )
+        refuse_live_run(path, read_meta(path))
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -137,11 +138,6 @@ def start_run(
         if not existed and path.is_dir() and holds_only_run_files(path):
             shutil.rmtree(path, ignore_errors=True)
         raise cannot_write(path, error, "run directory") from None
-
-
-def this_host() -> str:
-    """The name meta.json records as ``host``: a pid means something on its own host only."""
-    return socket.gethostname()
 
 
 def layer_columns(residual: bool) -> tuple[str, ...]:

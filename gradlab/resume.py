@@ -7,12 +7,14 @@ from pathlib import Path
 from gradlab import checkpoint
 from gradlab.config import Config
 from gradlab.errors import GradlabError
+from gradlab.liveness import refuse_live_run
 from gradlab.results import (
     Run,
     RunWriter,
     has_checkpoint,
     layer_columns,
     metric_columns,
+    read_meta,
     read_run,
 )
 from gradlab.runner import (
@@ -31,6 +33,7 @@ def resume_run(path: Path, config: Config | None = None, progress: bool = False)
     finished, has no checkpoint, its config is not ``config`` (when given) or changed, or
     its data file changed. meta.json records the resumption (``RunWriter.resume``)."""
     started = time.monotonic()
+    refuse_live_run(path, read_meta(path))
     config, saved = checkpoint.resumable(path, config)
     config, table = prepare_data(config)
     recorded = read_run(path).meta.get("data")

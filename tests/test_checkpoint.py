@@ -6,6 +6,7 @@ import random
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 import gradlab
-from gradlab import checkpoint
+from gradlab import checkpoint, liveness
 from gradlab.cli import cli
 from gradlab.config import config_from_dict, load_config
 from gradlab.data import make_dataset
@@ -274,6 +275,53 @@ def test_a_run_whose_config_changed_is_not_resumed(write_config, tmp_path, monke
     config["train"]["lr"] = 0.1
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     assert invoke("run", path, "--resume", run.path, "-q").exit_code == 0
+
+
+@pytest.fixture
+def live_run(write_config, tmp_path, monkeypatch):
+    """An interrupted run whose meta.json says running and records a live process of this host
+    (a sleeping child, started before the session it records): as if still being run."""
+    path = write_config(CHECKPOINTED)
+    with monkeypatch.context() as patch:
+        stop_after_step(patch, 5)
+        run = gradlab.run(path, out=tmp_path / "run")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    meta = json.loads((run.path / "meta.json").read_text())
+    meta.update(status="running", pid=sleeper.pid, started_at=datetime.now(UTC).isoformat())
+    (run.path / "meta.json").write_text(json.dumps(meta))
+    yield path, run.path
+    sleeper.kill()
+    sleeper.wait()
+
+
+def test_a_run_still_going_in_another_process_is_neither_resumed_nor_replaced(live_run):
+    config, run_dir = live_run
+    pid = json.loads((run_dir / "meta.json").read_text())["pid"]
+    expected = f"is still being run by process {pid} on this host; stop that process first"
+    assert expected in refused(run_dir)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    result = invoke("run", config, "--out", run_dir, "--force", "-q")
+    assert result.exit_code == 2 and expected in result.output
+    assert result.output.count("\n") == 1, result.output
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_a_recorded_pid_now_held_by_a_newer_process_is_not_the_run(live_run):
+    """A killed run's pid the system has given to a process started after the run: resumable."""
+    _, run_dir = live_run
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert liveness.recorded_process_alive(meta) is True
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    assert liveness.recorded_process_alive({**meta, "started_at": hour_ago}) is False
+    resumed_now = {
+        **meta,
+        "started_at": hour_ago,
+        "resumes": [{"step": 3, "at": meta["started_at"]}],
+    }
+    assert liveness.recorded_process_alive(resumed_now) is True  # the session: its resumption
+    (run_dir / "meta.json").write_text(json.dumps({**meta, "started_at": hour_ago}))
+    assert invoke("run", "--resume", run_dir, "-q").exit_code == 0
+    assert read_run(run_dir).status == "completed"
 
 
 def test_a_sweep_resumes_an_interrupted_point_from_its_checkpoint(tmp_path, monkeypatch):

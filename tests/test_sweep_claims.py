@@ -14,7 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from gradlab import sweep
+from gradlab import liveness, sweep
 from gradlab.cli import cli
 from gradlab.config import config_to_dict, dump_config_yaml
 from gradlab.sweep import claim
@@ -132,10 +132,10 @@ def test_a_live_point_is_left_alone_and_a_killed_one_reruns(spec_path, in_tmp, h
 
 def test_without_locks_the_recorded_process_decides_on_its_own_host(tmp_path, monkeypatch):
     alive = {"host": socket.gethostname(), "pid": os.getpid()}
-    assert claim.recorded_process_alive(alive) is True
-    assert claim.recorded_process_alive({**alive, "pid": dead_pid()}) is False
-    assert claim.recorded_process_alive({**alive, "host": "another-node"}) is None
-    assert claim.recorded_process_alive({"status": "running"}) is None  # before host/pid
+    assert liveness.recorded_process_alive(alive) is True
+    assert liveness.recorded_process_alive({**alive, "pid": dead_pid()}) is False
+    assert liveness.recorded_process_alive({**alive, "host": "another-node"}) is None
+    assert liveness.recorded_process_alive({"status": "running"}) is None  # before host/pid
     run_path = tmp_path / "point"
     assert claim.is_claimed(run_path) is None  # no lock file: the claim cannot tell
     assert claim.is_running(run_path, alive) is True

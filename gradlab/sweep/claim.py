@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from gradlab.results import this_host
+from gradlab.liveness import recorded_process_alive
 
 try:
     import fcntl
@@ -82,23 +82,6 @@ def is_claimed(run_path: Path) -> bool | None:
     finally:
         os.close(fd)
     return None if held is None else not held
-
-
-def recorded_process_alive(meta: dict) -> bool | None:
-    """Whether the process meta.json records (host, pid) is alive: known on its own host
-    only; None for another host or a run without the record (older gradlab)."""
-    pid, host = meta.get("pid"), meta.get("host")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or host != this_host():
-        return None
-    if os.name == "nt":  # os.kill would end the process there, not probe it
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
 
 
 def is_running(run_path: Path, meta: dict) -> bool:

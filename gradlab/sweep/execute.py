@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gradlab import liveness
 from gradlab.config import config_from_dict, config_to_dict
 from gradlab.results import (
     DONE_STATUSES,
@@ -247,7 +248,7 @@ def _leave_alone(out: Path, held: bool | None) -> str:
     if held is False:
         return "running elsewhere"
     meta = read_meta(out)
-    if held is None and meta.get("status") == "running" and claim.recorded_process_alive(meta):
+    if held is None and meta.get("status") == "running" and liveness.recorded_process_alive(meta):
         return "running elsewhere"  # no locks on this filesystem: the recorded pid decides
     if meta.get("status") in DONE_STATUSES:
         return "skipped"  # finished by another shard since this one made its plan
