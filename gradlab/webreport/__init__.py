@@ -1,10 +1,12 @@
 """``gradlab report``: one self-contained HTML page for a results folder or a single run.
 
 The page works offline, opened straight from disk with nothing beside it: the figures are
-embedded as data URIs, the stylesheet and the script are inline, and nothing refers to
-another file or host. It is rendered from a Jinja2 template (``templates/``, package data)
-with autoescaping on, so every text that comes from a config, a file or a folder name is
-escaped; the script reads the page's own table and needs no data of its own.
+inline SVG (a quarter smaller than base64 data URIs), the stylesheet and the script are
+inline, and nothing refers to another file or host. It is rendered from a Jinja2 template
+(``templates/``, package data) with autoescaping on, so every text that comes from a config,
+a file or a folder name is escaped; the figures' SVG is the one markup passed through as it
+is, since matplotlib escapes every text and attribute in it (``page.inline``). The script
+reads the page's own table and needs no data of its own.
 
 What the page shows is what the other commands show, by the same code: the table of
 ``gradlab summary`` (``report.summary_rows``, ``report.table_columns``), the figures of

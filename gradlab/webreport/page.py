@@ -1,4 +1,4 @@
-"""Building the report: read the runs, draw their figures into data URIs, render the template,
+"""Building the report: read the runs, draw their figures as inline SVG, render the template,
 write the page atomically."""
 
 from __future__ import annotations
