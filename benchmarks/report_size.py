@@ -87,7 +87,7 @@ def main() -> None:
             f"(CPU {cpu:.1f} s), {len(warnings)} warnings"
         )
         sizes = Counter()
-        for name, svg in re.findall(r'data-figure="(\w+)">(.*?)<figcaption>', html, re.S):
+        for name, svg in re.findall(r'data-figure="(\w+)"[^>]*>(.*?)<figcaption>', html, re.S):
             sizes[name] += len(svg.encode())
         for name, size in sizes.most_common():
             print(f"  {name:<28} {size / 1e6:6.2f} MB in all")

@@ -151,13 +151,18 @@ def test_each_figure_is_inline_svg_whose_ids_are_its_own(page):
     inside a figure (a clip path, a marker) points into that same figure."""
     ids = re.findall(r'\bid="([^"]+)"', page)
     assert len(ids) == len(set(ids))
-    figures = re.findall(r'<figure data-figure="(\w+)">(<svg .*?</svg>)<figcaption>', page, re.S)
+    figures = re.findall(
+        r'<figure data-figure="(\w+)"[^>]*>(<svg .*?</svg>)<figcaption>', page, re.S
+    )
     assert len(figures) == 4 + 4 * len(RUN_FIGURES)
     for name, svg in figures:
         assert svg.startswith(f'<svg role="img" aria-label="{name.replace("_", " ")}"')
         own = set(re.findall(r'\bid="([^"]+)"', svg))
         used = set(re.findall(r'(?:url\(#|href="#)([^")]+)', svg))
         assert used and used <= own, name
+    # at most its own size: the two-panel figure is wider than a one-panel one
+    widths = dict(re.findall(r'<figure data-figure="(\w+)" style="max-width: (\d+)px">', page))
+    assert int(widths["gradient_by_layer"]) == 960 and int(widths["loss"]) == 614
 
 
 def test_the_table_shows_what_gradlab_summary_prints(page, sweep_root):

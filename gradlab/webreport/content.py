@@ -46,6 +46,7 @@ class Plate:
     name: str
     caption: str
     svg: str
+    width_px: int | None = None  # its width at 96 CSS pixels per inch
 
 
 @dataclass

@@ -45,6 +45,8 @@ _SAVE_STYLE = {"svg.hashsalt": "gradlab"}
 _PROLOG = re.compile(r"\A.*?(?=<svg\b)", re.DOTALL)
 _NAMESPACES = re.compile(r' (?:xmlns(?::xlink)?|version)="[^"]*"')
 _METADATA_BLOCK = re.compile(r"<metadata>.*?</metadata>", re.DOTALL)
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)  # a mathtext label's source, again
+_WIDTH = re.compile(r'<svg [^>]*?width="([0-9.]+)pt"')
 _LINE_BREAK = re.compile(r"(?<=[> ])\n[ ]*")  # after a tag or a space
 _TAG = re.compile(r"<[^>]+>")
 _REFERENCE = re.compile(r'(\bid="|url\(#|href="#)')  # an id, and the two ways to refer to one
@@ -191,25 +193,31 @@ def _plates(figures: dict, warnings: list, where: str) -> list[content.Plate]:
 
 def _compact(svg: bytes) -> str:
     """matplotlib's SVG as an element of an HTML page: from ``<svg`` on, without namespace
-    declarations, metadata and layout whitespace (a newline after a tag or a space, and the
-    indent after it)."""
+    declarations, metadata, comments and layout whitespace (a newline after a tag or a
+    space, and the indent after it)."""
     text = _PROLOG.sub("", svg.decode("utf-8"), count=1)
     text = _NAMESPACES.sub("", text[: text.index(">")]) + text[text.index(">") :]
-    text = _METADATA_BLOCK.sub("", text, count=1)
+    text = _COMMENT.sub("", _METADATA_BLOCK.sub("", text, count=1))
     return _LINE_BREAK.sub("", text)
 
 
 def inline(plate: content.Plate, scope: str) -> content.Plate:
     """A figure's SVG for the page: each id (and each reference to one) prefixed with
     ``scope``, unique on the page, since all figures share one document and one figure's
-    clip path must not stand in for another's; labelled with its caption for screen readers.
+    clip path must not stand in for another's; labelled with its caption for screen readers;
+    shown at most at its own size (a wide figure wider than the others).
 
     Marked safe for the template: matplotlib writes it, escaping every text and attribute
     value (a run name in a title arrives as ``&lt;script&gt;``); only inside tags is anything
     rewritten, so no text a config or a file name brought in is touched."""
     svg = _TAG.sub(lambda tag: _REFERENCE.sub(rf"\g<1>{scope}-", tag.group(0)), plate.svg)
     label = f' role="img" aria-label="{escape(plate.caption)}"'
-    return replace(plate, svg=Markup(svg.replace("<svg", "<svg" + label, 1)))
+    width = _WIDTH.match(svg)
+    return replace(
+        plate,
+        svg=Markup(svg.replace("<svg", "<svg" + label, 1)),
+        width_px=round(float(width.group(1)) * 96 / 72) if width else None,
+    )
 
 
 def _template() -> jinja2.Template:
