@@ -404,8 +404,7 @@ def plot_command(paths, fmt, out, dpi):
     "--figures",
     metavar="NAMES",
     help="Only these figures per run, comma-separated, named as gradlab plot names their "
-    "files (default: all). Drawing is most of a report's time: about 1.5 s of CPU per run "
-    "for the five figures of a run without a spectrum.",
+    "files (default: all). Drawing them is most of a report's time.",
 )
 def report_command(path, out, open_page, jobs, figures):
     """One self-contained web page for the runs at or below PATH (a sweep, a folder of runs,

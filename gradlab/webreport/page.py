@@ -92,18 +92,21 @@ def build_report(path, jobs: int | None = None, figures: Sequence[str] | None = 
     runs = {row["path"]: read_run(row["path"]) for row in summary.rows}
     sweep = None if is_run_dir(path) else read_sweep_record(path)
     kind = "run" if is_run_dir(path) else "sweep" if sweep is not None else "runs"
-    problems = {path: _csv_problems(run) for path, run in runs.items()}
-    readable = [run for path, run in runs.items() if not problems[path]]
-    drawn, (group_plates, warnings) = _draw(list(runs.values()), readable, jobs, str(path), figures)
-    sections = []
+    problems = {key: _csv_problems(run) for key, run in runs.items()}
+    readable = [run for key, run in runs.items() if not problems[key]]
+    drawn, (group_plates, group_warnings) = _draw(
+        list(runs.values()), readable, jobs, str(path), figures
+    )
+    warnings, sections = [], []
     for index, row in enumerate(summary.rows, 1):
         run = runs[row["path"]]
-        plates, figure_problems = drawn[row["path"]]
+        plates, figure_problems = drawn.pop(row["path"])  # (the page keeps only its copy)
         trouble = problems[row["path"]] + figure_problems
         section = content.run_section(index, row, run, root, trouble)
         section.figures = [inline(plate, f"r{index}-{plate.name}") for plate in plates]
         warnings += [f"{section.path}: {problem}" for problem in section.problems]
         sections.append(section)
+    warnings += group_warnings
     group_plates = [inline(plate, f"all-{plate.name}") for plate in group_plates]
     columns, rows = content.table(summary, runs)
     statuses, verdicts = content.filter_choices(rows)
@@ -125,12 +128,11 @@ def build_report(path, jobs: int | None = None, figures: Sequence[str] | None = 
 
 def _draw(runs: list[Run], readable: list[Run], jobs: int | None, where: str, names: tuple):
     """Each run's figures (of ``names``) and the problems met drawing them, by the run's path,
-    and the
-    comparison figures of the ``readable`` runs (when there are two) with the warnings met
-    drawing them (naming ``where``).
-    Drawn in ``jobs`` worker processes (default: one per core) when there are enough runs to
-    pay for starting them (each imports matplotlib), else here; the comparisons go first,
-    being the longest job, so that they run beside the runs' figures, not after them."""
+    and the comparison figures of the ``readable`` runs (when there are two) with the
+    warnings met drawing them (naming ``where``). Drawn in ``jobs`` worker processes
+    (default: one per core) when there are enough runs to pay for starting them (each imports
+    matplotlib), else here; the comparisons go first, being the longest job, so that they run
+    beside the runs' figures, not after them."""
     jobs = jobs or default_jobs()
     if jobs == 1 or len(runs) < PARALLEL_FROM:
         groups = draw_group(readable, where) if len(readable) >= 2 else ([], [])
