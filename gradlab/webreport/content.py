@@ -46,7 +46,7 @@ class Plate:
     name: str
     caption: str
     svg: str
-    width_px: int | None = None  # its width at 96 CSS pixels per inch
+    width_px: int  # at most this wide on the page: its own size, 96 px an inch
 
 
 @dataclass

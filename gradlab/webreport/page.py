@@ -40,13 +40,13 @@ PARALLEL_FROM = 8  # runs: fewer are drawn in this process (a worker takes ~1 s 
 # matplotlib names the parts of an SVG by a hash salted with a random value unless this is
 # set: the same runs then give the same page, byte for byte
 _SAVE_STYLE = {"svg.hashsalt": "gradlab"}
+CSS_PX_PER_INCH = 96  # a figure's width on the page, at most: its own size
 # what an SVG inside an HTML page does without: the XML prolog and doctype (everything before
 # <svg), the namespace declarations (HTML gives <svg> and xlink:href theirs) and the metadata
 _PROLOG = re.compile(r"\A.*?(?=<svg\b)", re.DOTALL)
 _NAMESPACES = re.compile(r' (?:xmlns(?::xlink)?|version)="[^"]*"')
 _METADATA_BLOCK = re.compile(r"<metadata>.*?</metadata>", re.DOTALL)
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)  # a mathtext label's source, again
-_WIDTH = re.compile(r'<svg [^>]*?width="([0-9.]+)pt"')
 _LINE_BREAK = re.compile(r"(?<=[> ])\n[ ]*")  # after a tag or a space
 _TAG = re.compile(r"<[^>]+>")
 _REFERENCE = re.compile(r'(\bid="|url\(#|href="#)')  # an id, and the two ways to refer to one
@@ -188,7 +188,9 @@ def _plates(figures: dict, warnings: list, where: str) -> list[content.Plate]:
             figure.savefig(
                 buffer, format=FIGURE_FORMAT, dpi=FIGURE_DPI, metadata=METADATA[FIGURE_FORMAT]
             )
-        return content.Plate(name, content.caption(name), _compact(buffer.getvalue()))
+        svg = _compact(buffer.getvalue())
+        width = round(figure.get_figwidth() * CSS_PX_PER_INCH)  # as the SVG is drawn
+        return content.Plate(name, content.caption(name), svg, width)
 
     return draw_figures(figures, embed, warnings, where)
 
@@ -198,7 +200,8 @@ def _compact(svg: bytes) -> str:
     declarations, metadata, comments and layout whitespace (a newline after a tag or a
     space, and the indent after it)."""
     text = _PROLOG.sub("", svg.decode("utf-8"), count=1)
-    text = _NAMESPACES.sub("", text[: text.index(">")]) + text[text.index(">") :]
+    root, rest = text.split(">", 1)  # the <svg ...> tag, and all inside it
+    text = f"{_NAMESPACES.sub('', root)}>{rest}"
     text = _COMMENT.sub("", _METADATA_BLOCK.sub("", text, count=1))
     return _LINE_BREAK.sub("", text)
 
@@ -206,20 +209,14 @@ def _compact(svg: bytes) -> str:
 def inline(plate: content.Plate, scope: str) -> content.Plate:
     """A figure's SVG for the page: each id (and each reference to one) prefixed with
     ``scope``, unique on the page, since all figures share one document and one figure's
-    clip path must not stand in for another's; labelled with its caption for screen readers;
-    shown at most at its own size (a wide figure wider than the others).
+    clip path must not stand in for another's; labelled with its caption for screen readers.
 
     Marked safe for the template: matplotlib writes it, escaping every text and attribute
     value (a run name in a title arrives as ``&lt;script&gt;``); only inside tags is anything
     rewritten, so no text a config or a file name brought in is touched."""
     svg = _TAG.sub(lambda tag: _REFERENCE.sub(rf"\g<1>{scope}-", tag.group(0)), plate.svg)
     label = f' role="img" aria-label="{escape(plate.caption)}"'
-    width = _WIDTH.match(svg)
-    return replace(
-        plate,
-        svg=Markup(svg.replace("<svg", "<svg" + label, 1)),
-        width_px=round(float(width.group(1)) * 96 / 72) if width else None,
-    )
+    return replace(plate, svg=Markup(svg.replace("<svg", "<svg" + label, 1)))
 
 
 def _template() -> jinja2.Template:
