@@ -9,10 +9,12 @@ Targets on the 2-core lab machine: under ~20 MB, built in under 30 s.
     python benchmarks/report_size.py --runs DIR      # report an existing sweep folder instead
     python benchmarks/report_size.py --keep DIR      # run the sweep into DIR and keep it
     python benchmarks/report_size.py --runs DIR --figures gradient_by_layer,loss
+    python benchmarks/report_size.py --runs DIR --figures all
 
 It prints the sweep's time (not the target), then the report's build time (wall and CPU,
-including drawing every figure), its size in MB, the bytes each kind of figure takes and the
-peak memory (RSS) of the process and of its largest worker.
+including drawing the figures: by default those `gradlab report` draws, `--figures all` for
+every one), its size in MB, the bytes each kind of figure takes and the peak memory (RSS) of
+the process and of its largest worker.
 """
 
 import argparse

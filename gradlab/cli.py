@@ -403,8 +403,10 @@ def plot_command(paths, fmt, out, dpi):
 @click.option(
     "--figures",
     metavar="NAMES",
-    help="Only these figures per run, comma-separated, named as gradlab plot names their "
-    "files (default: all). Drawing them is most of a report's time.",
+    help="These figures per run, comma-separated, named as gradlab plot names their files, "
+    "or all. Default: at most 150 figures of runs, so every figure of up to 30 runs, and "
+    "for more runs the first of gradient_by_layer, loss, spectrum, gradient_heatmap, "
+    "saturation, clipping that fit. Drawing them is most of a report's time.",
 )
 def report_command(path, out, open_page, jobs, figures):
     """One self-contained web page for the runs at or below PATH (a sweep, a folder of runs,

@@ -166,10 +166,12 @@ def run_figures(run: Run, names: Iterable[str] | None = None) -> dict:
 
 
 def figure_names(text: str) -> tuple[str, ...]:
-    """'gradient_by_layer,loss' -> those names of RUN_FIGURES, in its order; a GradlabError
-    (with a "did you mean") for a name that is not one."""
+    """'gradient_by_layer,loss' -> those names of RUN_FIGURES, in its order ('all': every
+    one); a GradlabError (with a "did you mean") for a name that is not one."""
     names = [name.strip() for name in text.split(",") if name.strip()]
-    allowed = ", ".join(RUN_FIGURES)
+    if names == ["all"]:
+        return tuple(RUN_FIGURES)
+    allowed = ", ".join(RUN_FIGURES) + "; or all"
     if not names:
         raise GradlabError(f"--figures: no figure named (allowed: {allowed})")
     for name in names:

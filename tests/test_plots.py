@@ -2,7 +2,9 @@
 incomplete runs, folders of runs (comparison) and a two-key sweep (phase diagram)."""
 
 import copy
+import io
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
@@ -18,7 +20,7 @@ from gradlab import plots
 from gradlab.cli import cli
 from gradlab.config import config_from_dict
 from gradlab.errors import GradlabError
-from gradlab.figures.common import MINOR_TICKS_UP_TO, PlainLogFormatter, log_y
+from gradlab.figures.common import MINOR_TICKS_UP_TO, STYLE, PlainLogFormatter, log_y
 from gradlab.figures.common import fmt as plots_fmt
 from gradlab.results import read_run
 from gradlab.run_report import format_run_report
@@ -577,7 +579,7 @@ def test_spectrum_density_shows_every_measured_step_and_the_isometry_marker(spec
     assert f"var {summary['var_sq']:.3g}" in ax.get_title()
     overlay = plots.compare_spectrum(spectrum_runs, ["Gaussian", "orthogonal"])
     labels = overlay.axes[0].get_legend_handles_labels()[1]
-    assert labels[0].startswith("Gaussian: var $s^2$") and "isometry" in labels[-1]
+    assert labels[0].startswith("Gaussian: var s²") and "isometry" in labels[-1]
 
 
 def test_runs_differing_in_their_schedule_get_the_update_ratio_comparison(tmp_path, runs):
@@ -671,3 +673,65 @@ def test_gradlab_plot_prints_what_figures_report(monkeypatch, tmp_path):
     result = CliRunner().invoke(cli, ["plot", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [*map(str, written), note]
+
+
+def _svg_texts(figure: Figure) -> list[tuple[str, str]]:
+    """(text, font family) of each text run of ``figure`` saved as SVG, as gradlab saves it."""
+    buffer = io.BytesIO()
+    with matplotlib.rc_context(STYLE):
+        figure.savefig(buffer, format="svg")
+    runs = []
+    for node in ElementTree.fromstring(buffer.getvalue()).iter():
+        if node.tag.endswith(("}text", "}tspan")) and node.text:
+            family = re.search(r"font-family: ?([^;]+)", node.get("style", ""))
+            runs.append((node.text, family.group(1) if family else ""))
+    return runs
+
+
+def test_every_figure_writes_its_text_in_a_font_a_browser_can_show(
+    runs, spectrum_runs, trainability_sweep, tmp_path
+):
+    """Every text run of every kind of figure is in DejaVu Sans (or its fallbacks), never in
+    a mathtext font such as STIXNonUnicode, whose glyphs (a \\mathcal L) sit at private code
+    points that a browser shows as boxes; the lecture's symbols are Unicode."""
+    sweep = [read_run(meta.parent) for meta in sorted(runs["sweep"].glob("*/meta.json"))]
+    warm = [
+        _make(tmp_path / f"warmup{steps}", [f"train.schedule.warmup_steps={steps}"])
+        for steps in (0, 4)
+    ]
+    figures = {
+        **plots.run_figures(runs["normal"]),
+        "spectrum": lambda: plots.spectrum_density(spectrum_runs[1]),
+        **plots.group_figures(sweep),
+        "compare_spectrum": lambda: plots.compare_spectrum(spectrum_runs, ["a", "b"]),
+        "compare_update_ratio": lambda: plots.compare_update_ratio(warm),
+        "trainability": lambda: plots.trainability_figure(trainability_sweep[1]),
+    }
+    assert {"phase_factor", "compare_loss"} <= set(figures)
+    seen = set()
+    for name, build in figures.items():
+        texts = _svg_texts(build())
+        assert texts, name
+        families = {family.split(",")[0].strip("'") for _, family in texts if family}
+        assert families <= {"DejaVu Sans"}, (name, families)
+        seen.update(text for text, _ in texts)
+    joined = " ".join(seen)
+    for symbol in ("|δₗ|", "|∂ℒ/∂Wₗ|", "∝ Mᴸ⁻ˡ", "|ΔWₗ| / |Wₗ|", "∂xᴸ/∂x¹"):
+        assert symbol in joined, symbol
+
+
+def test_dollar_signs_in_a_config_value_are_shown_as_written(tmp_path):
+    """A value is not mathtext: a data file 'cost $1$.npz' stays so in the legend."""
+    rng = np.random.default_rng(0)
+    made = []
+    for k in (1, 2):
+        x, y = rng.normal(size=(48, 4)), rng.integers(0, 2, size=48)
+        path = tmp_path / f"cost ${k}$.npz"
+        np.savez(path, x_train=x[:32], y_train=y[:32], x_test=x[32:], y_test=y[32:])
+        data = {"source": "file", "path": str(path), "task": "binary"}
+        config = config_from_dict({**copy.deepcopy(TINY), "name": f"r{k}", "data": data})
+        made.append(run_config(config, out=tmp_path / f"r{k}"))
+    labels = plots.run_labels(made)  # matplotlib's escape of a dollar sign
+    assert [label.rsplit("/", 1)[-1] for label in labels] == [r"cost \$1\$.npz", r"cost \$2\$.npz"]
+    legend = " ".join(text for text, _ in _svg_texts(plots.compare_loss(made)))
+    assert "cost $1$.npz" in legend and "cost $2$.npz" in legend

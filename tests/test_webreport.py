@@ -20,6 +20,7 @@ from gradlab import plots
 from gradlab.cli import cli
 from gradlab.report import summarize
 from gradlab.webreport import build_report
+from gradlab.webreport import page as page_module
 
 TINY = {
     "data": {"n_train": 64, "n_test": 32, "input_dim": 8},
@@ -275,8 +276,78 @@ def test_figures_picks_the_figures_of_each_run_and_the_page_says_so(sweep_root, 
     for index in range(1, 5):  # in gradlab plot's order, not the option's
         assert parsed.figures[f"run={index}"] == ["gradient_by_layer", "loss"]
     assert len(parsed.figures["figures"]) == 4  # the comparisons are not per run: all drawn
-    assert "not drawn: gradient_heatmap, clipping, saturation, spectrum" in html
-    assert "not drawn" not in page  # without --figures: every figure, nothing to say
+    # spectrum is not named: no run measured a Jacobian spectrum, it would not be drawn
+    assert (
+        "(<code>--figures</code>); not drawn: gradient_heatmap, clipping, saturation</dd>" in html
+    )
+    assert "not drawn" not in page  # without --figures, 4 runs: every figure
+
+
+class FakeRun:
+    """Stands in for a Run in default_figures: only whether it measured a spectrum."""
+
+    def __init__(self, spectrum: bool):
+        self.spectrum = {"step": np.zeros(int(spectrum))}
+
+
+@pytest.mark.parametrize(
+    ("n_runs", "with_spectrum", "expected"),
+    [
+        (1, 0, RUN_FIGURES),
+        (30, 0, RUN_FIGURES),  # 150 figures: all
+        (31, 0, ("gradient_by_layer", "gradient_heatmap", "loss", "saturation")),
+        (50, 0, ("gradient_by_layer", "gradient_heatmap", "loss")),
+        (51, 0, ("gradient_by_layer", "loss")),
+        (75, 0, ("gradient_by_layer", "loss")),
+        (76, 0, ("gradient_by_layer",)),
+        (1000, 0, ("gradient_by_layer",)),  # at least the gradient figure
+        (25, 25, (*RUN_FIGURES, "spectrum")),  # the spectrum counts where it was measured
+        (40, 10, ("gradient_by_layer", "gradient_heatmap", "loss", "spectrum")),
+        (50, 1, ("gradient_by_layer", "loss", "spectrum")),
+    ],
+)
+def test_a_page_draws_at_most_150_figures_of_runs_the_most_telling_first(
+    n_runs, with_spectrum, expected
+):
+    assert sorted(page_module.FIGURE_PRIORITY) == sorted(plots.RUN_FIGURES)
+    runs = [FakeRun(index < with_spectrum) for index in range(n_runs)]
+    assert page_module.default_figures(runs) == expected
+
+
+def test_a_page_of_more_runs_says_which_figures_it_left_out_and_how_to_get_them(
+    sweep_root, page, tmp_path, monkeypatch
+):
+    """Drawing is what a report costs: the page of the 4-run sweep under a budget of 8
+    figures has the gradient and loss figures of each run, the header says why and how to get
+    the rest; --figures all draws them all."""
+    monkeypatch.setattr(page_module, "FIGURE_BUDGET", 8)
+    out = tmp_path / "page.html"
+    assert invoke("report", sweep_root, "--out", out, "--jobs", 1).exit_code == 0
+    html = out.read_text()
+    assert all(names == ["gradient_by_layer", "loss"] for names in _run_figures(html))
+    assert (
+        "(4 runs: a page draws at most 8 figures of runs unless <code>--figures</code> names "
+        "them; <code>--figures all</code> draws every one); not drawn: gradient_heatmap, "
+        "clipping, saturation</dd>" in html
+    )
+    assert invoke("report", sweep_root, "--out", out, "--figures", "all").exit_code == 0
+    html = out.read_text()
+    assert all(names == list(RUN_FIGURES) for names in _run_figures(html))
+    assert "not drawn" not in html
+
+
+def _run_figures(html: str) -> list[list[str]]:
+    figures = Page(html).figures
+    runs = [figures[key] for key in figures if key.startswith("run=")]
+    assert len(runs) == 4
+    return runs
+
+
+def test_report_help_names_the_default_figures():
+    help_text = " ".join(invoke("report", "--help").output.split())
+    priority = ", ".join(page_module.FIGURE_PRIORITY)
+    assert f"at most {page_module.FIGURE_BUDGET} figures of runs" in help_text
+    assert f"the first of {priority} that fit" in help_text
 
 
 @pytest.mark.parametrize(
@@ -291,7 +362,7 @@ def test_an_unknown_figure_is_one_line_exit_2(sweep_root, tmp_path, figures, exp
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         f"Error: --figures: {expected} (allowed: gradient_by_layer, gradient_heatmap, loss, "
-        "clipping, saturation, spectrum)"
+        "clipping, saturation, spectrum; or all)"
     ]
     assert not out.exists()
 

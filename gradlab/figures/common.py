@@ -39,12 +39,17 @@ NO_VALUE_COLOUR = "0.8"  # heatmap cells that are zero, inf or nan
 MINOR_TICKS_UP_TO = 6  # decades: a wider log axis has no minor ticks (eight per decade)
 PLAIN_LABELS = (1e-3, 1e4)  # log-axis ticks in this range read 0.01, 1, 100; outside 10^k
 
-LAYER_LABEL = "hidden layer $l$ (1 = next to the input)"
+# The lecture's symbols in plain Unicode (DejaVu Sans has every glyph), not mathtext: a
+# mathtext \mathcal{L} is written to an SVG in the STIXNonUnicode font, which a browser does not
+# have (the report page showed a box), and matplotlib parses mathtext anew for every figure.
+# Mathtext stays only where Unicode has no subscript (sigma_w, sigma_b, xi_c).
+LAYER_LABEL = "hidden layer l (1 = next to the input)"
 STEP_LABEL = "training step (optimizer updates)"
-DELTA = r"$|\delta_l|$"  # the gradient at layer l's pre-activation, dL/dh_l: M is fitted to it
-WEIGHT_GRAD = r"$|\partial\mathcal{L}/\partial W_l|$"
-DELTA_LABEL = r"$|\delta_l| = |\partial\mathcal{L}/\partial h_l|$ (L2 norm)"
+DELTA = "|δₗ|"  # the gradient at layer l's pre-activation, dL/dh_l: M is fitted to it
+WEIGHT_GRAD = "|∂ℒ/∂Wₗ|"
+DELTA_LABEL = "|δₗ| = |∂ℒ/∂hₗ| (L2 norm)"
 WEIGHT_GRAD_LABEL = WEIGHT_GRAD + " (Frobenius norm)"
+FACTOR_LAW = f"{DELTA} ∝ Mᴸ⁻ˡ"  # the lecture's law, in the gradient figure's title
 
 # Config keys shown as the lecture's symbols; any other key appears under its own name.
 SYMBOLS = {
@@ -172,7 +177,13 @@ def fmt(value, spec: str = ".3g") -> str:
 
 def title(run: Run) -> str:
     status = "" if run.status == "completed" else f" [{run.status}]"
-    return f"{run.name}{status}"
+    return literal(f"{run.name}{status}")
+
+
+def literal(text: str) -> str:
+    """Text from a config or a folder name, shown as written: its dollar signs escaped, so that
+    matplotlib does not read 'cost $5$' as mathtext."""
+    return text.replace("$", r"\$")
 
 
 def no_data(ax, message: str) -> None:

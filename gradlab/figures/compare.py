@@ -19,6 +19,7 @@ from gradlab.figures.common import (
     integer_ticks,
     key_symbol,
     layer_ticks,
+    literal,
     log_y,
     loss_name,
     markers,
@@ -65,9 +66,9 @@ def _labels(groups: list[list[dict]], keys: list[str], folders: list) -> list[st
     names = [{str(flat.get("name")) for flat in group} for group in groups]
     named = all(len(name) == 1 for name in names) and len({*map(min, names)}) == len(groups)
     if not keys or (len(keys) > MAX_LABEL_KEYS and named):
-        labels = [min(name) for name in names]
+        labels = [literal(min(name)) for name in names]
     elif len(keys) > MAX_LABEL_KEYS and None not in folders:
-        labels = list(folders)
+        labels = [literal(folder) for folder in folders]
     else:
         symbols = [key_symbol(key) for key in keys]
         symbols = [s if symbols.count(s) == 1 else k for s, k in zip(symbols, keys, strict=True)]
@@ -90,7 +91,7 @@ def _value(value) -> str:
     """A config value in a legend: floats to 6 significant digits, so legends stay short."""
     if isinstance(value, float):
         return fmt(value, "g")
-    return "-" if value is None else str(value)
+    return "-" if value is None else literal(str(value))
 
 
 def run_labels(runs: Sequence[Run]) -> list[str]:

@@ -16,6 +16,7 @@ from gradlab.figures.common import (
     DELTA,
     DELTA_LABEL,
     DPI,
+    FACTOR_LAW,
     FIGSIZE,
     LAYER_LABEL,
     MAX_STEP_CURVES,
@@ -45,7 +46,7 @@ from gradlab.figures.common import (
 )
 from gradlab.results import Run
 
-STREAM_LABEL = r"$|\partial\mathcal{L}/\partial x^l|$, the residual stream (L2 norm)"
+STREAM_LABEL = "|∂ℒ/∂xˡ|, the residual stream (L2 norm)"
 HEATMAP_DECADES = 12  # at most this many decades of colour, unless the init profile needs more
 BELOW_RANGE_COLOUR = "black"  # heatmap cells below (above) the colour range
 ABOVE_RANGE_COLOUR = "white"
@@ -93,9 +94,7 @@ def gradient_by_layer(run: Run) -> Figure:
         caveat=factor.get("caveat"),
     )
     figure.set_layout_engine("constrained")
-    figure.suptitle(
-        f"{title(run)}: gradient by layer, {DELTA} $\\propto M^{{L-l}}$\n{factor_title(run)}"
-    )
+    figure.suptitle(f"{title(run)}: gradient by layer, {FACTOR_LAW}\n{factor_title(run)}")
     init_ax, *later = figure.subplots(1, 2 if steps.size > 1 else 1, squeeze=False)[0]
     stream = residual_profile(run) is not None  # residual: delta_norm is |dL/dx^l|
     for ax in (init_ax, *later):

@@ -24,7 +24,7 @@ from gradlab.results import Run
 
 MAX_PANELS = 4
 FIRST_STEPS = 50  # at least this many steps, or twice the longest warmup
-UPDATE_RATIO_LABEL = r"update ratio $|\Delta W_l| / |W_l|$"
+UPDATE_RATIO_LABEL = "update ratio |ΔWₗ| / |Wₗ|"
 
 
 def differ_in_schedule(runs: Sequence[Run]) -> bool:

@@ -14,8 +14,8 @@ from gradlab.results import Run
 
 BINS = 60
 MIN_DECADES = 1.0  # a narrower spectrum (an isometry) is drawn on at least this range
-S_LABEL = "singular value $s$ of $J = \\partial x^L / \\partial x^1$ (log axis)"
-DENSITY_LABEL = "density per decade (area: fraction of all $s$)"
+S_LABEL = "singular value s of J = ∂xᴸ/∂x¹ (log axis)"
+DENSITY_LABEL = "density per decade (area: fraction of all s)"
 
 
 def spectra(run: Run) -> dict[int, np.ndarray]:
@@ -59,14 +59,14 @@ def _draw(ax, matrix, edges, colour, label) -> float:
 def _axes(ax, left_out: float) -> None:
     ax.set_xscale("log")
     plain_log_labels(ax.xaxis)
-    ax.axvline(1.0, color="black", linestyle=":", linewidth=1, label="$s = 1$ (isometry)")
+    ax.axvline(1.0, color="black", linestyle=":", linewidth=1, label="s = 1 (isometry)")
     ax.set_xlabel(S_LABEL)
     ax.set_ylabel(DENSITY_LABEL)
     if left_out > 0:
         ax.text(
             0.02,
             0.97,
-            f"not drawn: {100 * left_out:.0f}% of $s$ below float64 resolution",
+            f"not drawn: {100 * left_out:.0f}% of s below float64 resolution",
             transform=ax.transAxes,
             va="top",
             fontsize=8,
@@ -76,7 +76,7 @@ def _axes(ax, left_out: float) -> None:
 def _numbers(block: dict) -> str:
     theory = block.get("theory") or {}
     return (
-        f"mean $s^2$ {fmt(block.get('mean_sq'), '.3g')} (theory {fmt(theory.get('mean_sq'))}), "
+        f"mean s² {fmt(block.get('mean_sq'), '.3g')} (theory {fmt(theory.get('mean_sq'))}), "
         f"var {fmt(block.get('var_sq'), '.3g')} (theory {fmt(theory.get('var_sq'))})"
     )
 
@@ -134,7 +134,7 @@ def compare_spectrum(runs: Sequence[Run], labels: Sequence[str]) -> Figure | Non
     left_out = 0.0
     for (run, label, matrix), colour in zip(drawn, colours(len(drawn)), strict=True):
         block = ((run.summary or {}).get("spectrum") or {}).get("init") or {}
-        text = f"{label}: var $s^2$ {fmt(block.get('var_sq'), '.3g')}"
+        text = f"{label}: var s² {fmt(block.get('var_sq'), '.3g')}"
         left_out = max(left_out, _draw(ax, matrix, edges, colour, text))
     _axes(ax, left_out)
     ax.set_title(f"Jacobian singular values at initialization, {len(drawn)} runs")

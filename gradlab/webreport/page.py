@@ -37,6 +37,19 @@ DEFAULT_NAME = REPORT_PAGE  # in PATH, without --out
 FIGURE_FORMAT = "svg"  # text stays text (sharp at any zoom)
 FIGURE_DPI = 100  # of the images inside an SVG: heatmap cells, rasterized
 PARALLEL_FROM = 8  # runs: fewer are drawn in this process (a worker takes ~1 s to start)
+# Drawing is most of a report's time: about 0.2 s of CPU per figure. Unless --figures names
+# them, a page draws at most this many figures of runs: every figure of each run up to 30
+# runs; for more, the first figures of FIGURE_PRIORITY that fit (at least the gradient
+# figure), so that 100 runs build in under 30 s on 2 cores (benchmarks/report_size.py).
+FIGURE_BUDGET = 150
+FIGURE_PRIORITY = (  # every name of plots.RUN_FIGURES, the most telling first
+    "gradient_by_layer",
+    "loss",
+    "spectrum",
+    "gradient_heatmap",
+    "saturation",
+    "clipping",
+)
 # matplotlib names the parts of an SVG by a hash salted with a random value unless this is
 # set: the same runs then give the same page, byte for byte
 _SAVE_STYLE = {"svg.hashsalt": "gradlab"}
@@ -81,15 +94,16 @@ def write_report(
 
 def build_report(path, jobs: int | None = None, figures: Sequence[str] | None = None) -> Report:
     """The HTML page of the runs at or below ``path`` (a run, a folder of runs, a sweep); the
-    runs' figures (those named in ``figures``, default all of ``plots.RUN_FIGURES``) are drawn
-    in ``jobs`` processes (default: one per core)."""
-    figures = tuple(RUN_FIGURES) if figures is None else tuple(figures)
+    runs' figures (those named in ``figures``, default ``default_figures``) are drawn in
+    ``jobs`` processes (default: one per core)."""
     path = Path(path)
     if not find_runs([path]):  # also: a path that does not exist
         raise GradlabError(f"no gradlab runs in {path} (looked for meta.json + config.yaml)")
     root = path.resolve()
     summary = summary_rows([path])
     runs = {row["path"]: read_run(row["path"]) for row in summary.rows}
+    chosen = figures is not None
+    figures = tuple(figures) if chosen else default_figures(list(runs.values()))
     sweep = None if is_run_dir(path) else read_sweep_record(path)
     kind = "run" if is_run_dir(path) else "sweep" if sweep is not None else "runs"
     problems = {key: _csv_problems(run) for key, run in runs.items()}
@@ -120,10 +134,38 @@ def build_report(path, jobs: int | None = None, figures: Sequence[str] | None = 
         verdicts=verdicts,
         group_figures=group_plates,
         figures=figures,
-        figures_left_out=[name for name in RUN_FIGURES if name not in figures],
+        figures_left_out=left_out(figures, list(runs.values())),
+        figures_chosen=chosen,
+        figure_budget=FIGURE_BUDGET,
         runs=sections,
     )
     return Report(html, warnings)
+
+
+def default_figures(runs: list[Run]) -> tuple[str, ...]:
+    """The figures drawn for each run when ``--figures`` is not given: the longest start of
+    FIGURE_PRIORITY (of the figures that apply to some run) whose figures, counted over the
+    runs each applies to, number at most FIGURE_BUDGET (at least one), in RUN_FIGURES' order."""
+    chosen, total = [], 0
+    for name in FIGURE_PRIORITY:
+        applies = RUN_FIGURES[name][1]
+        count = sum(applies is None or applies(run) for run in runs)
+        if count == 0:  # (a spectrum that no run measured)
+            continue
+        if chosen and total + count > FIGURE_BUDGET:
+            break
+        chosen.append(name)
+        total += count
+    return tuple(name for name in RUN_FIGURES if name in chosen)
+
+
+def left_out(figures: Sequence[str], runs: list[Run]) -> list[str]:
+    """The figures of RUN_FIGURES not drawn that would apply to at least one of ``runs``."""
+    return [
+        name
+        for name, (_, applies) in RUN_FIGURES.items()
+        if name not in figures and (applies is None or any(applies(run) for run in runs))
+    ]
 
 
 def _draw(runs: list[Run], readable: list[Run], jobs: int | None, where: str, names: tuple):
