@@ -5,6 +5,7 @@ import copy
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
@@ -567,6 +568,18 @@ def test_spectrum_figures_drawn_only_for_runs_that_measured_it(spectrum_runs, ru
     assert len(list((tmp_path / "s").rglob("spectrum.png"))) == 2
     assert plots.spectrum_density(runs["normal"]) is None  # no spectrum.csv: no figure
     assert plots.compare_spectrum([runs["normal"], spectrum_runs[0]], ["a", "b"]) is None
+
+
+def test_a_damaged_spectrum_csv_is_a_warning_that_names_it(spectrum_runs, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(spectrum_runs[0].path, damaged)
+    (damaged / "spectrum.csv").write_text("step,sample,x,singular_value\n0,0,1,0.5\n")
+    written, warnings, _ = plots.plot_paths([damaged], out=tmp_path / "plots")
+    assert warnings == [
+        f"{damaged}: spectrum not drawn (ValueError: spectrum.csv: step 0 has rows without "
+        "a sample >= 0 and a rank >= 1)"
+    ]
+    assert {path.name for path in written} == {f"{name}.png" for name in RUN_FIGURES}
 
 
 def test_spectrum_density_shows_every_measured_step_and_the_isometry_marker(spectrum_runs):

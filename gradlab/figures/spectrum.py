@@ -24,7 +24,12 @@ def spectra(run: Run) -> dict[int, np.ndarray]:
     result = {}
     for step in np.unique(table["step"]):
         rows = table["step"] == step
-        samples, ranks = table["sample"][rows].astype(int), table["rank"][rows].astype(int)
+        samples, ranks = table["sample"][rows], table["rank"][rows]
+        if not (np.all(np.isfinite(samples) & (samples >= 0) & np.isfinite(ranks) & (ranks >= 1))):
+            raise ValueError(  # a damaged file: a figure warning names it
+                f"spectrum.csv: step {step:g} has rows without a sample >= 0 and a rank >= 1"
+            )
+        samples, ranks = samples.astype(int), ranks.astype(int)
         matrix = np.full((samples.max() + 1, ranks.max()), np.nan)  # S, n
         matrix[samples, ranks - 1] = table["singular_value"][rows]
         result[int(step)] = matrix
