@@ -187,7 +187,12 @@ def _sentence(fit: FactorFit, tol: float) -> str:
 
 
 def factor_summary(
-    delta_norms, weight_norms, fit_skip: float = 0.15, tol: float = 0.05, width=None
+    delta_norms,
+    weight_norms,
+    fit_skip: float = 0.15,
+    tol: float = 0.05,
+    width=None,
+    width_theory: bool = True,
 ) -> dict:
     """What summary.json records for one step: M from the delta norms (the verdict's basis) and
     from the weight-gradient norms, with the fit's quality. This is the one definition of M and
@@ -195,7 +200,8 @@ def factor_summary(
 
     ``width`` is model.width. When it lists different widths, M comes from layers of equal
     width (the delta fit groups layers by width, the weight-gradient fit by fan-in, layer 1's
-    input apart) and ``width_steps`` gives each group's step against the theory's."""
+    input apart) and ``width_steps`` gives each group's step against the theory's (none when
+    ``width_theory`` is false: ``initial_theory.width_theory_applies``)."""
     widths = varying_widths(width)
     delta = fit_factor(delta_norms, fit_skip, widths)
     weight = fit_factor(weight_norms, fit_skip, fan_in_groups(widths))
@@ -213,6 +219,8 @@ def factor_summary(
     }
     if widths is not None:
         predicted = width_factors(widths)
+        if not width_theory:  # e.g. xavier: sigma_w changes with the width, no prediction
+            predicted = {column: [None] * len(values) for column, values in predicted.items()}
         result["width_steps"] = {
             "delta_norm": width_steps(delta, predicted["delta_norm"], "width"),
             "weight_grad_norm": width_steps(weight, predicted["weight_grad_norm"], "fan_in"),

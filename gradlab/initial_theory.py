@@ -41,6 +41,12 @@ def predict_theory(config: Config, q0: float) -> dict:
     if config.model.residual.enabled:
         prediction = _no_prediction(config, effective_scale, q0, _RESIDUAL_NO_FACTOR)
         return {**prediction.to_dict(), "applies_to": "initialization"}
+    varying = len(set(config.model.widths)) > 1  # see gradlab.theory_widths
+    reason = _widths_reason(config) if varying else None
+    if reason is not None:  # (not computed, then withdrawn: no number from a wrong sigma_w)
+        result = _no_prediction(config, effective_scale, q0, reason).to_dict()
+        result["notes"]["chi_c"] = reason
+        return {**result, "applies_to": "initialization", "width_factors": None}
     try:
         prediction = theory.predict(
             config.model.activation,
@@ -58,18 +64,19 @@ def predict_theory(config: Config, q0: float) -> dict:
         prediction = _no_prediction(config, effective_scale, q0, reason)
     result = prediction.to_dict()
     result["applies_to"] = "initialization"
-    if len(set(config.model.widths)) > 1:  # see gradlab.theory_widths
-        reason = theory_widths.unpredictable_scheme(config.model.init.scheme, config.model.norm)
-        if reason is not None:
-            result.update(q_star=None, chi_1=None, factor=None, regime="unknown")
-            result.update(applicable=False, reason=reason, gradient_toward_input="unknown")
-            withdrawn = (*_DEPTH_SCALES, "chi_c")
-            result.update(dict.fromkeys(withdrawn))
-            result["notes"].update(dict.fromkeys(withdrawn, reason))
-        result["width_factors"] = (
-            None if reason else theory_widths.width_factors(config.model.widths)
-        )
+    if varying:
+        result["width_factors"] = theory_widths.width_factors(config.model.widths)
     return result
+
+
+def _widths_reason(config: Config) -> str | None:
+    return theory_widths.unpredictable_scheme(config.model.init.scheme, config.model.norm)
+
+
+def width_theory_applies(config: Config) -> bool:
+    """Whether theory predicts the steps between layers of different widths (not for a fan_out
+    init scheme without BatchNorm: see theory_widths.unpredictable_scheme)."""
+    return _widths_reason(config) is None
 
 
 def _no_prediction(config: Config, effective_scale: float, q0: float, reason: str):

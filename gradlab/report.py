@@ -42,7 +42,7 @@ from gradlab.analysis import (
 from gradlab.config import config_from_dict
 from gradlab.errors import GradlabError
 from gradlab.formatting import config_text, number_text
-from gradlab.initial_theory import theory_at_init
+from gradlab.initial_theory import theory_at_init, width_theory_applies
 from gradlab.results import find_runs, read_run, to_jsonable
 
 FORMATS = ("table", "csv", "json")
@@ -143,6 +143,7 @@ def _from_files(run) -> tuple[dict | None, dict]:
         config.analysis.fit_skip,
         config.analysis.tol,
         width=config.model.width,
+        width_theory=width_theory_applies(config),
     )
     try:
         return factor, theory_at_init(config)

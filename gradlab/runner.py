@@ -41,7 +41,7 @@ from gradlab.engine import MLP, Probe, clip_gradients, get_loss, make_optimizer
 from gradlab.engine.losses import accuracy
 from gradlab.engine.residual import ResidualMLP
 from gradlab.errors import GradlabError
-from gradlab.initial_theory import effective_weight_scale, theory_at_init
+from gradlab.initial_theory import effective_weight_scale, theory_at_init, width_theory_applies
 from gradlab.results import (
     Run,
     RunWriter,
@@ -295,6 +295,7 @@ class _Training:
                 cfg.fit_skip,
                 cfg.tol,
                 width=self.config.model.width,
+                width_theory=width_theory_applies(self.config),
             )
             factors[label] = {"step": step, **factor}
             if self.model.residual:

@@ -21,6 +21,7 @@ from gradlab.errors import ConfigError, EngineError
 from gradlab.initial_theory import theory_at_init
 from gradlab.memory import estimate_memory
 from gradlab.report import summarize
+from gradlab.run_report import format_run_report
 
 WIDTHS = [12, 12, 5, 12, 12, 7]  # a bottleneck at layer 3, a narrow last layer
 
@@ -317,20 +318,42 @@ def test_an_integer_width_run_records_nothing_new(tmp_path, small_config):
     assert "width_factors" not in run.summary["theory"]
 
 
-def test_a_fan_out_init_scheme_with_different_widths_has_no_theory():
+@pytest.mark.parametrize("scheme", ["xavier", "orthogonal"])
+def test_a_fan_out_init_scheme_with_different_widths_has_no_theory(scheme):
     config = config_from_dict(
-        {"model": {"depth": 3, "width": [8, 4, 8], "init": {"scheme": "xavier"}}}
+        {"model": {"depth": 3, "width": [8, 4, 8], "init": {"scheme": scheme}}}
     )
     prediction = theory_at_init(config)
     assert prediction["applicable"] is False and prediction["factor"] is None
-    assert "xavier" in prediction["reason"] and "fan_out" in prediction["reason"]
-    for key in ("xi_grad", "xi_q", "c_star", "xi_c"):  # no depth scales from a wrong sigma_w
+    assert scheme in prediction["reason"] and "fan_out" in prediction["reason"]
+    # no number from a wrong sigma_w: no depth scales, no critical weight scale
+    assert prediction["critical_weight_scale"] is None and prediction["width_factors"] is None
+    for key in ("xi_grad", "xi_q", "c_star", "xi_c", "chi_c"):
         assert prediction[key] is None and prediction["notes"][key] == prediction["reason"]
 
 
-def test_the_run_report_shows_each_layers_width_and_the_steps(bottleneck):
-    from gradlab.run_report import format_run_report
+def test_a_fan_out_init_scheme_gets_no_theory_for_its_width_steps_either(tmp_path):
+    """The run report and summary.json measure the steps between widths, and show no theory
+    for them (the theory of the steps assumes sigma_w is the same in every layer)."""
+    config = {
+        "data": {"n_train": 64, "n_test": 32, "input_dim": 8},
+        "model": {"depth": 4, "width": [16, 8, 16, 8], "init": {"scheme": "xavier"}},
+        "train": {"steps": 2, "batch_size": 32},
+    }
+    run = gradlab.run(config, out=tmp_path / "xavier")
+    steps = run.summary["gradient_factor"]["init"]["width_steps"]
+    groups = steps["delta_norm"] + steps["weight_grad_norm"]
+    assert len(groups) == 5 and all(group["step"] > 0 for group in groups)
+    assert all(group["theory"] is None for group in groups)
+    text = format_run_report(run)
+    assert "width 8 x" in text and "(theory x" not in text
+    # the same with the normal scheme: the theory of the steps is there
+    normal = gradlab.run({**config, "model": {**config["model"], "init": {}}}, out=tmp_path / "n")
+    delta_steps = normal.summary["gradient_factor"]["init"]["width_steps"]["delta_norm"]
+    assert delta_steps[1]["theory"] == 1.0
 
+
+def test_the_run_report_shows_each_layers_width_and_the_steps(bottleneck):
     report = format_run_report(bottleneck)
     lines = report.splitlines()
     assert lines[0].split() == ["layer", "width", "|dL/dW|", "init", "|dL/dW|", "step", "10"]
