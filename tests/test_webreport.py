@@ -325,6 +325,8 @@ def test_a_page_of_more_runs_says_which_figures_it_left_out_and_how_to_get_them(
     assert invoke("report", sweep_root, "--out", out, "--jobs", 1).exit_code == 0
     html = out.read_text()
     assert all(names == ["gradient_by_layer", "loss"] for names in _run_figures(html))
+    left_out = "Not drawn on this page (see the header): gradient_heatmap, clipping, saturation;"
+    assert html.count(left_out) == 4  # in each run's section
     assert (
         "(4 runs: a page draws at most 8 figures of runs unless <code>--figures</code> names "
         "them; <code>--figures all</code> draws every one); not drawn: gradient_heatmap, "
