@@ -141,7 +141,10 @@ def plot_group(runs: Sequence[Run], directory, fmt: str = "png", dpi: int = DPI)
 
 
 def _measured_spectrum(run: Run) -> bool:
-    return bool(run.spectrum["step"].size)
+    try:
+        return bool(run.spectrum["step"].size)
+    except ValueError:  # a damaged spectrum.csv: drawing the figure reports what is wrong
+        return True
 
 
 # The figures of one run, in order: file name -> (draws it from the run, whether it applies)

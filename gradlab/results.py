@@ -271,8 +271,12 @@ class Run:
 
     @functools.cached_property
     def spectrum(self) -> dict[str, np.ndarray]:
-        """spectrum.csv's columns (empty arrays for a run without it)."""
-        return read_csv_columns(self.path / "spectrum.csv", SPECTRUM_COLUMNS)
+        """spectrum.csv's columns (empty arrays for a run without it); a ValueError naming
+        the file when a cell is not a number."""
+        try:
+            return read_csv_columns(self.path / "spectrum.csv", SPECTRUM_COLUMNS)
+        except ValueError as error:
+            raise ValueError(f"spectrum.csv unreadable: {error}") from None
 
     @property
     def name(self) -> str:

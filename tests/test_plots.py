@@ -570,15 +570,25 @@ def test_spectrum_figures_drawn_only_for_runs_that_measured_it(spectrum_runs, ru
     assert plots.compare_spectrum([runs["normal"], spectrum_runs[0]], ["a", "b"]) is None
 
 
-def test_a_damaged_spectrum_csv_is_a_warning_that_names_it(spectrum_runs, tmp_path):
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            "step,sample,x,singular_value\n0,0,1,0.5\n",
+            "spectrum.csv: step 0 has rows without a sample >= 0 and a rank >= 1",
+        ),
+        (
+            "step,sample,rank,singular_value\nzz,0,1,0.5\n",
+            "spectrum.csv unreadable: could not convert string to float: 'zz'",
+        ),
+    ],
+)
+def test_a_damaged_spectrum_csv_is_a_warning_that_names_it(spectrum_runs, tmp_path, text, error):
     damaged = tmp_path / "damaged"
     shutil.copytree(spectrum_runs[0].path, damaged)
-    (damaged / "spectrum.csv").write_text("step,sample,x,singular_value\n0,0,1,0.5\n")
+    (damaged / "spectrum.csv").write_text(text)
     written, warnings, _ = plots.plot_paths([damaged], out=tmp_path / "plots")
-    assert warnings == [
-        f"{damaged}: spectrum not drawn (ValueError: spectrum.csv: step 0 has rows without "
-        "a sample >= 0 and a rank >= 1)"
-    ]
+    assert warnings == [f"{damaged}: spectrum not drawn (ValueError: {error})"]
     assert {path.name for path in written} == {f"{name}.png" for name in RUN_FIGURES}
 
 

@@ -250,6 +250,22 @@ def test_missing_and_corrupt_files_are_listed_and_the_other_runs_shown(
     assert parsed.figures["figures"] == ["compare_loss"]
 
 
+def test_a_damaged_spectrum_csv_is_a_warning_and_the_page_is_written(sweep_root, tmp_path):
+    """A run whose spectrum.csv has a cell that is not a number: the report names the file in
+    a warning (on stderr and on the page) instead of ending in a traceback."""
+    folder = tmp_path / "runs"
+    for name in ("depth=4,weight_scale=1", "depth=4,weight_scale=16"):
+        shutil.copytree(sweep_root / name, folder / name)
+    damaged = folder / "depth=4,weight_scale=1"
+    (damaged / "spectrum.csv").write_text("step,sample,rank,singular_value\nzz,0,1,0.5\n")
+    out = tmp_path / "page.html"
+    result = CliRunner().invoke(cli, ["report", str(folder), "--out", str(out), "-j", "1"])
+    assert result.exit_code == 0, result.output
+    message = "spectrum not drawn (ValueError: spectrum.csv unreadable: could not convert"
+    assert message in result.output and "Traceback" not in result.output
+    assert message in out.read_text()
+
+
 def test_script_in_a_config_value_or_a_run_name_is_escaped(sweep_root, tmp_path, few_figures):
     root = tmp_path / "hostile"
     shutil.copytree(sweep_root, root)
