@@ -104,10 +104,16 @@ def plot_paths(paths: Iterable, fmt: str = "png", out=None, dpi: int = DPI) -> P
             warnings.append(f"{run_dir}: skipped, unreadable ({type(error).__name__}: {error})")
             continue
         warnings.extend(f"{run_dir}: {problem}" for problem in run.problems)
-        if run.metrics["step"].size == 0 and run.layers["step"].size == 0:
+        try:
+            logged, readable = run.metrics["step"].size + run.layers["step"].size, True
+        except ValueError as error:  # a cell that is not a number: the figures of the other
+            warnings.append(f"{run_dir}: {error}")  # file are drawn, no comparison has it
+            logged, readable = True, False
+        if not logged:
             warnings.append(f"{run_dir}: skipped, nothing logged to plot")
             continue
-        runs.append(run)
+        if readable:
+            runs.append(run)
         target = run_dir / "plots" if out is None else out / run_dir.relative_to(root)
         result = plot_run(run, target, fmt, dpi)
         written += result.written

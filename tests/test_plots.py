@@ -237,6 +237,34 @@ def test_unreadable_and_incomplete_runs_are_skipped_with_warnings(runs, tmp_path
         _check_png(path)
 
 
+@pytest.mark.parametrize(
+    ("damaged", "drawn"),
+    [
+        ("metrics.csv", {"gradient_by_layer", "gradient_heatmap", "saturation"}),
+        ("layers.csv", {"loss", "clipping"}),
+    ],
+)
+def test_a_cell_that_is_not_a_number_is_a_warning_and_the_rest_is_drawn(
+    runs, tmp_path, damaged, drawn
+):
+    """A damaged metrics.csv or layers.csv: one warning naming the file, each figure that
+    needs it not drawn (and said so), the others drawn; no comparison includes the run."""
+    folder = tmp_path / "runs"
+    for name in ("ws1_d4_s0", "ws16_d4_s0"):
+        shutil.copytree(runs["sweep"] / name, folder / name, ignore=shutil.ignore_patterns("plots"))
+    path = folder / "ws1_d4_s0" / damaged
+    lines = path.read_text().splitlines()
+    lines[2] = "zz," + lines[2].split(",", 1)[1]
+    path.write_text("\n".join(lines) + "\n")
+    written, warnings, _ = plots.plot_paths([folder])
+    unreadable = f"{damaged} unreadable: could not convert string to float: 'zz'"
+    assert warnings[0] == f"{path.parent}: {unreadable}"
+    assert all(unreadable in warning for warning in warnings)
+    assert len(warnings) == 1 + len(RUN_FIGURES) - len(drawn)
+    assert {p.stem for p in written if p.parent == path.parent / "plots"} == drawn
+    assert not (folder / "plots").exists()  # one readable run left: nothing to compare
+
+
 def test_a_run_killed_before_its_first_log_is_skipped(runs, tmp_path):
     run = tmp_path / "killed"
     run.mkdir()

@@ -211,7 +211,9 @@ def _csv_problems(run: Run) -> list[str]:
     for name in ("metrics", "layers"):
         try:
             getattr(run, name)
-        except (ValueError, OSError) as error:
+        except ValueError as error:  # (it names the file)
+            problems.append(str(error))
+        except OSError as error:
             problems.append(f"{name}.csv unreadable: {error}")
     return problems
 
