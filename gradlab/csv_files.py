@@ -80,7 +80,8 @@ def spectrum_rows_through(path: Path, step: int) -> list[str]:
 
 def read_csv_columns(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Columns of a gradlab CSV as float arrays; a trailing partial line is ignored, and so
-    is a row with the wrong number of cells. Columns the file lacks are all nan."""
+    is a row with the wrong number of cells. Columns the file lacks are all nan. A cell that
+    is not a number: a ValueError that names the file."""
     data = {column: [] for column in columns}
     if not path.exists():
         return {column: np.zeros(0) for column in columns}
@@ -103,7 +104,10 @@ def read_csv_columns(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarr
             continue
         for column in columns:
             cell = row[index[column]] if column in index else ""
-            data[column].append(float(cell) if cell else math.nan)
+            try:
+                data[column].append(float(cell) if cell else math.nan)
+            except ValueError as error:
+                raise ValueError(f"{path.name} unreadable: {error}") from None
     return {column: np.asarray(values, dtype=float) for column, values in data.items()}
 
 

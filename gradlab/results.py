@@ -262,17 +262,17 @@ class Run:
 
     @functools.cached_property
     def metrics(self) -> dict[str, np.ndarray]:
-        return _columns(self.path / "metrics.csv", METRIC_COLUMNS_TRAIN_ACCURACY)
+        return read_csv_columns(self.path / "metrics.csv", METRIC_COLUMNS_TRAIN_ACCURACY)
 
     @functools.cached_property
     def layers(self) -> dict[str, np.ndarray]:
         """layers.csv by column; ``branch_delta_norm`` is nan for plain networks."""
-        return _columns(self.path / "layers.csv", RESIDUAL_LAYER_COLUMNS)
+        return read_csv_columns(self.path / "layers.csv", RESIDUAL_LAYER_COLUMNS)
 
     @functools.cached_property
     def spectrum(self) -> dict[str, np.ndarray]:
         """spectrum.csv's columns (empty arrays for a run without it)."""
-        return _columns(self.path / "spectrum.csv", SPECTRUM_COLUMNS)
+        return read_csv_columns(self.path / "spectrum.csv", SPECTRUM_COLUMNS)
 
     @property
     def name(self) -> str:
@@ -315,14 +315,6 @@ def holds_only_run_files(path: Path) -> bool:
         entry.name in RUN_FILES or entry.name in RUN_OUTPUTS or entry.name.startswith(".")
         for entry in Path(path).iterdir()
     )
-
-
-def _columns(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """read_csv_columns; a cell that is not a number: a ValueError that names the file."""
-    try:
-        return read_csv_columns(path, columns)
-    except ValueError as error:
-        raise ValueError(f"{path.name} unreadable: {error}") from None
 
 
 def _parse_file(path: Path) -> tuple[object, str | None]:

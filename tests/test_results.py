@@ -78,6 +78,13 @@ def test_rows_the_fast_parser_refuses_are_read_like_before(
     _assert_columns_equal(data, _slow(path, COLUMNS, monkeypatch))
 
 
+def test_a_cell_that_is_not_a_number_is_a_value_error_naming_the_file(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("step,a\n0,1.5\n1,zz\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"^x\.csv unreadable: could not convert .*'zz'$"):
+        read_csv_columns(path, COLUMNS)
+
+
 def test_a_trailing_partial_row_and_missing_columns(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text("step,a\n0,1.5\n1,2.5\n2,3.", encoding="utf-8")  # killed mid-write
