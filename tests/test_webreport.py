@@ -327,7 +327,7 @@ def test_a_page_draws_at_most_150_figures_of_runs_the_most_telling_first(
 ):
     assert sorted(page_module.FIGURE_PRIORITY) == sorted(plots.RUN_FIGURES)
     runs = [FakeRun(index < with_spectrum) for index in range(n_runs)]
-    assert page_module.default_figures(runs) == expected
+    assert page_module.default_figures(page_module.figure_counts(runs)) == expected
 
 
 def test_a_page_of_more_runs_says_which_figures_it_left_out_and_how_to_get_them(

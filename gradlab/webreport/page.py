@@ -102,8 +102,9 @@ def build_report(path, jobs: int | None = None, figures: Sequence[str] | None = 
     root = path.resolve()
     summary = summary_rows([path])
     runs = {row["path"]: read_run(row["path"]) for row in summary.rows}
+    counts = figure_counts(list(runs.values()))
     chosen = figures is not None
-    figures = tuple(figures) if chosen else default_figures(list(runs.values()))
+    figures = tuple(figures) if chosen else default_figures(counts)
     sweep = None if is_run_dir(path) else read_sweep_record(path)
     kind = "run" if is_run_dir(path) else "sweep" if sweep is not None else "runs"
     problems = {key: _csv_problems(run) for key, run in runs.items()}
@@ -134,7 +135,7 @@ def build_report(path, jobs: int | None = None, figures: Sequence[str] | None = 
         verdicts=verdicts,
         group_figures=group_plates,
         figures=figures,
-        figures_left_out=left_out(figures, list(runs.values())),
+        figures_left_out=[name for name, n in counts.items() if n and name not in figures],
         figures_chosen=chosen,
         figure_budget=FIGURE_BUDGET,
         runs=sections,
@@ -142,30 +143,28 @@ def build_report(path, jobs: int | None = None, figures: Sequence[str] | None = 
     return Report(html, warnings)
 
 
-def default_figures(runs: list[Run]) -> tuple[str, ...]:
-    """The figures drawn for each run when ``--figures`` is not given: the longest start of
-    FIGURE_PRIORITY (of the figures that apply to some run) whose figures, counted over the
-    runs each applies to, number at most FIGURE_BUDGET (at least one), in RUN_FIGURES' order."""
+def figure_counts(runs: list[Run]) -> dict[str, int]:
+    """How many of ``runs`` each figure of RUN_FIGURES applies to (a spectrum: those that
+    measured one), in RUN_FIGURES' order."""
+    return {
+        name: sum(applies is None or applies(run) for run in runs)
+        for name, (_, applies) in RUN_FIGURES.items()
+    }
+
+
+def default_figures(counts: dict[str, int]) -> tuple[str, ...]:
+    """The figures drawn for each run when ``--figures`` is not given, from ``figure_counts``:
+    the longest start of FIGURE_PRIORITY (of the figures that apply to some run) whose
+    figures number at most FIGURE_BUDGET (at least one), in RUN_FIGURES' order."""
     chosen, total = [], 0
     for name in FIGURE_PRIORITY:
-        applies = RUN_FIGURES[name][1]
-        count = sum(applies is None or applies(run) for run in runs)
-        if count == 0:  # (a spectrum that no run measured)
+        if counts[name] == 0:  # (a spectrum that no run measured)
             continue
-        if chosen and total + count > FIGURE_BUDGET:
+        if chosen and total + counts[name] > FIGURE_BUDGET:
             break
         chosen.append(name)
-        total += count
-    return tuple(name for name in RUN_FIGURES if name in chosen)
-
-
-def left_out(figures: Sequence[str], runs: list[Run]) -> list[str]:
-    """The figures of RUN_FIGURES not drawn that would apply to at least one of ``runs``."""
-    return [
-        name
-        for name, (_, applies) in RUN_FIGURES.items()
-        if name not in figures and (applies is None or any(applies(run) for run in runs))
-    ]
+        total += counts[name]
+    return tuple(name for name in counts if name in chosen)
 
 
 def _draw(runs: list[Run], readable: list[Run], jobs: int | None, where: str, names: tuple):
