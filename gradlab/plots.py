@@ -103,16 +103,13 @@ def plot_paths(paths: Iterable, fmt: str = "png", out=None, dpi: int = DPI) -> P
         except Exception as error:  # any unreadable file: skip this run, keep the others
             warnings.append(f"{run_dir}: skipped, unreadable ({type(error).__name__}: {error})")
             continue
-        warnings.extend(f"{run_dir}: {problem}" for problem in run.problems)
-        try:
-            logged, readable = run.metrics["step"].size + run.layers["step"].size, True
-        except ValueError as error:  # a cell that is not a number: the figures of the other
-            warnings.append(f"{run_dir}: {error}")  # file are drawn, no comparison has it
-            logged, readable = True, False
-        if not logged:
-            warnings.append(f"{run_dir}: skipped, nothing logged to plot")
-            continue
-        if readable:
+        # a CSV that cannot be read: the figures of the other are drawn, no comparison has it
+        csv_problems = run.csv_problems()
+        warnings.extend(f"{run_dir}: {problem}" for problem in [*run.problems, *csv_problems])
+        if not csv_problems:
+            if run.metrics["step"].size == 0 and run.layers["step"].size == 0:
+                warnings.append(f"{run_dir}: skipped, nothing logged to plot")
+                continue
             runs.append(run)
         target = run_dir / "plots" if out is None else out / run_dir.relative_to(root)
         result = plot_run(run, target, fmt, dpi)

@@ -286,6 +286,19 @@ class Run:
     def complete(self) -> bool:
         return self.status in DONE_STATUSES
 
+    def csv_problems(self) -> list[str]:
+        """Why metrics.csv or layers.csv cannot be read (a cell that is not a number); [] when
+        both can."""
+        problems = []
+        for name in ("metrics", "layers"):
+            try:
+                getattr(self, name)
+            except ValueError as error:  # (it names the file)
+                problems.append(str(error))
+            except OSError as error:
+                problems.append(f"{name}.csv unreadable: {error}")
+        return problems
+
     def layer_matrix(self, column: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values[n_steps, depth]) of a layers.csv column, one row per logged step."""
         steps = self.layers["step"]

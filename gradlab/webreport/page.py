@@ -107,7 +107,7 @@ def build_report(path, jobs: int | None = None, figures: Sequence[str] | None = 
     figures = tuple(figures) if chosen else default_figures(counts)
     sweep = None if is_run_dir(path) else read_sweep_record(path)
     kind = "run" if is_run_dir(path) else "sweep" if sweep is not None else "runs"
-    problems = {key: _csv_problems(run) for key, run in runs.items()}
+    problems = {key: run.csv_problems() for key, run in runs.items()}
     readable = [run for key, run in runs.items() if not problems[key]]
     drawn, (group_plates, group_warnings) = _draw(
         list(runs.values()), readable, jobs, str(path), figures
@@ -202,19 +202,6 @@ def draw_run(run: Run | str, names: tuple | None = None) -> tuple[list[content.P
     run = read_run(run) if isinstance(run, str) else run
     problems = []
     return _plates(run_figures(run, names), problems, "figure"), problems
-
-
-def _csv_problems(run: Run) -> list[str]:
-    """metrics.csv and layers.csv that cannot be parsed (a cell that is not a number)."""
-    problems = []
-    for name in ("metrics", "layers"):
-        try:
-            getattr(run, name)
-        except ValueError as error:  # (it names the file)
-            problems.append(str(error))
-        except OSError as error:
-            problems.append(f"{name}.csv unreadable: {error}")
-    return problems
 
 
 def _plates(figures: dict, warnings: list, where: str) -> list[content.Plate]:
