@@ -15,7 +15,6 @@ from gradlab.results import (
     layer_columns,
     metric_columns,
     read_meta,
-    read_run,
 )
 from gradlab.runner import (
     prepare_data,
@@ -33,10 +32,11 @@ def resume_run(path: Path, config: Config | None = None, progress: bool = False)
     finished, has no checkpoint, its config is not ``config`` (when given) or changed, or
     its data file changed. meta.json records the resumption (``RunWriter.resume``)."""
     started = time.monotonic()
-    refuse_live_run(path, read_meta(path))
+    meta = read_meta(path)
+    refuse_live_run(path, meta)
     config, saved = checkpoint.resumable(path, config)
     config, table = prepare_data(config)
-    recorded = read_run(path).meta.get("data")
+    recorded = meta.get("data")
     if table is not None and table.record != recorded:
         raise GradlabError(
             f"cannot resume {path}: its data file changed since the run started "
